@@ -1,0 +1,216 @@
+/**
+ * The libp2p assembly every molt node runs on, and what molt's protocols share. It knows nothing
+ * of manifests, bundles or versions.
+ *
+ * @packageDocumentation
+ */
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { gossipsub, type GossipSub, type GossipsubOpts } from '@libp2p/gossipsub'
+import { identify } from '@libp2p/identify'
+import { kadDHT, passthroughMapper, removePrivateAddressesMapper, type KadDHT } from '@libp2p/kad-dht'
+import { memory } from '@libp2p/memory'
+import { ping } from '@libp2p/ping'
+import { tcp } from '@libp2p/tcp'
+import { sha256 } from 'multiformats/hashes/sha2'
+import { createLibp2p, type Libp2pOptions } from 'libp2p'
+import { InvalidOptionError } from './errors.ts'
+import { assertLocalAddresses, localAllowList, parseAddress, type OverlayProfile } from './profile.ts'
+import type { Identify } from '@libp2p/identify'
+import type { Libp2p, PrivateKey } from '@libp2p/interface'
+import type { Ping } from '@libp2p/ping'
+import type { ServiceFactoryMap } from 'libp2p'
+import type { Datastore } from 'interface-datastore'
+
+export * from './errors.ts'
+export * from './profile.ts'
+export * from './request.ts'
+
+/**
+ * The libp2p services molt needs on a node. A user who builds their own libp2p node includes
+ * {@link moltServices} in its `services` so these exist under these names.
+ */
+// a type alias, not an interface: libp2p's ServiceMap constraint needs an implicit index signature
+// eslint-disable-next-line @typescript-eslint/consistent-type-definitions
+export type MoltServices = {
+  /** gossipsub, carrying the announce and status topics */
+  pubsub: GossipSub
+  /** molt's own Kademlia DHT, under a protocol prefix private to the system */
+  moltDht: KadDHT
+  /** identify, which kad-dht and gossipsub rely on */
+  identify: Identify
+  /** ping, which kad-dht relies on */
+  ping: Ping
+}
+
+/**
+ * A libp2p node that carries molt's services.
+ */
+export type MoltLibp2p = Libp2p<MoltServices>
+
+/**
+ * Options for {@link moltServices}.
+ */
+export interface MoltServicesOptions {
+  /**
+   * The system's name: it scopes every protocol and topic, so two systems on one network never
+   * exchange molt traffic.
+   */
+  system: string
+
+  /**
+   * @default 'network'
+   */
+  profile?: OverlayProfile
+}
+
+/** A system name is part of protocol ids and topics: keep it to a safe alphabet. */
+const SYSTEM_NAME = /^[a-z0-9][a-z0-9._-]{0,63}$/
+
+/**
+ * Throws `InvalidOptionError` unless the system name fits protocol ids and topics.
+ */
+export function validateSystemName (system: unknown): string {
+  if (typeof system !== 'string' || !SYSTEM_NAME.test(system)) {
+    throw new InvalidOptionError(`system: must be 1-64 characters of a-z, 0-9, ".", "_" or "-", starting with a letter or digit (got ${JSON.stringify(system)})`)
+  }
+  return system
+}
+
+/**
+ * The protocol id of one of the system's protocols, e.g. `/molt/chord/head/1.0.0`.
+ */
+export function protocolId (system: string, name: string, version: string = '1.0.0'): string {
+  return `/molt/${system}/${name}/${version}`
+}
+
+/**
+ * A gossipsub message id that is the hash of the data alone, so one manifest relayed by two
+ * peers is one message (the default id is publisher key + sequence number).
+ */
+async function contentMessageId (message: { data: Uint8Array }): Promise<Uint8Array> {
+  const digest = await sha256.digest(message.data)
+  return digest.digest
+}
+
+/**
+ * The gossipsub options molt sets when it builds the service itself.
+ */
+export function gossipsubOptions (profile: OverlayProfile): Partial<GossipsubOpts> {
+  const options: Partial<GossipsubOpts> = {
+    msgIdFn: contentMessageId,
+    // molt also submits directly and catches up through head exchange, so a publish that finds
+    // no mesh yet is not an error
+    allowPublishToZeroTopicPeers: true,
+    ignoreDuplicatePublishError: true,
+    // head exchange and catch-up run on limited connections; gossip may as well
+    runOnLimitedConnection: true
+  }
+  if (profile === 'local') {
+    // every testnet peer shares 127.0.0.1: the colocation penalty would graylist them all
+    options.scoreParams = { IPColocationFactorWeight: 0 }
+  }
+  return options
+}
+
+/**
+ * The libp2p services molt needs, to spread into a libp2p node's `services`.
+ *
+ * @example
+ * ```ts
+ * const libp2p = await createLibp2p({
+ *   // ...transports, encrypters, muxers
+ *   services: { ...moltServices({ system: 'chord' }) }
+ * })
+ * ```
+ */
+export function moltServices (options: MoltServicesOptions): ServiceFactoryMap<MoltServices> {
+  const system = validateSystemName(options.system)
+  const profile = options.profile ?? 'network'
+  return {
+    identify: identify(),
+    ping: ping(),
+    pubsub: gossipsub(gossipsubOptions(profile)),
+    moltDht: kadDHT({
+      protocol: protocolId(system, 'kad'),
+      datastorePrefix: `/molt/${system}/dht`,
+      logPrefix: 'molt:overlay:dht',
+      metricsPrefix: 'molt_dht',
+      // a node that serves bundles must answer DHT queries
+      clientMode: false,
+      // the default mapper drops loopback addresses, and provide/find then hang on a testnet
+      peerInfoMapper: profile === 'local' ? passthroughMapper : removePrivateAddressesMapper,
+      allowQueryWithZeroPeers: true
+    })
+  } as unknown as ServiceFactoryMap<MoltServices>
+}
+
+/**
+ * Options for {@link createOverlay}.
+ */
+export interface OverlayOptions extends MoltServicesOptions {
+  /**
+   * The node's identity. Without it a fresh ed25519 key is made each start.
+   */
+  privateKey?: PrivateKey
+
+  /**
+   * Multiaddrs to listen on. `/memory/<name>` addresses use the in-memory transport.
+   *
+   * @default ['/ip4/0.0.0.0/tcp/0'] for the network profile, ['/ip4/127.0.0.1/tcp/0'] for local
+   */
+  listen?: string[]
+
+  /**
+   * Where libp2p keeps its peer store and DHT records.
+   *
+   * @default an in-memory datastore
+   */
+  datastore?: Datastore
+
+  /**
+   * Connection gater, e.g. to cut a testnet in two.
+   *
+   * @default allows every connection
+   */
+  connectionGater?: Libp2pOptions['connectionGater']
+}
+
+/**
+ * Builds and starts a libp2p node with molt's services, validating the options first.
+ */
+export async function createOverlay (options: OverlayOptions): Promise<MoltLibp2p> {
+  const profile = options.profile ?? 'network'
+  if (profile !== 'network' && profile !== 'local') {
+    throw new InvalidOptionError(`profile: must be "network" or "local" (got ${JSON.stringify(profile)})`)
+  }
+  const listenStrings = options.listen ?? [profile === 'local' ? '/ip4/127.0.0.1/tcp/0' : '/ip4/0.0.0.0/tcp/0']
+  if (!Array.isArray(listenStrings)) {
+    throw new InvalidOptionError('listen: must be an array of multiaddr strings')
+  }
+  const listen = listenStrings.map(s => parseAddress(s, 'listen'))
+  if (profile === 'local') {
+    assertLocalAddresses(listen, 'listen')
+  }
+
+  const config: Libp2pOptions<MoltServices> = {
+    addresses: { listen: listen.map(ma => ma.toString()) },
+    transports: [tcp(), memory()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    services: moltServices(options),
+    connectionManager: profile === 'local'
+      ? { allow: localAllowList(), inboundConnectionThreshold: Infinity, maxIncomingPendingConnections: 1000 }
+      : {}
+  }
+  if (options.privateKey != null) {
+    config.privateKey = options.privateKey
+  }
+  if (options.datastore != null) {
+    config.datastore = options.datastore
+  }
+  if (options.connectionGater != null) {
+    config.connectionGater = options.connectionGater
+  }
+  return await createLibp2p(config)
+}

@@ -1,0 +1,25 @@
+/**
+ * Test helpers. Deadlines here bound how long a test waits for a condition; they are not speed
+ * assertions.
+ */
+
+/**
+ * Polls `check` until it returns a truthy value (returned) or the deadline passes (throws with
+ * the description).
+ */
+export async function eventually<T> (check: () => T | Promise<T>, description: string, deadlineMs = 20_000, intervalMs = 50): Promise<NonNullable<T>> {
+  const until = Date.now() + deadlineMs
+  let lastError: unknown
+  while (Date.now() < until) {
+    try {
+      const value = await check()
+      if (value != null && value !== false) {
+        return value as NonNullable<T>
+      }
+    } catch (err) {
+      lastError = err
+    }
+    await new Promise(resolve => setTimeout(resolve, intervalMs))
+  }
+  throw new Error(`timed out waiting for: ${description}${lastError != null ? ` (last error: ${String(lastError)})` : ''}`)
+}
