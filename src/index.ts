@@ -17,4 +17,55 @@ export {
 export type { MoltLibp2p, MoltServices, MoltServicesOptions, OverlayOptions, OverlayProfile } from './overlay/index.ts'
 export { openStore, STORE_FORMAT, StoreFormatError, StoreOpenError } from './state/index.ts'
 export type { MoltStore, StoreOptions } from './state/index.ts'
+export {
+  // building and signing manifests
+  createManifest,
+  signManifest,
+  mergeSignatures,
+  verifyManifest,
+  validatePolicy,
+  encodeSignedManifest,
+  decodeSignedManifest,
+  MAX_MANIFEST_BYTES,
+  MANIFEST_SIGNING_DOMAIN,
+  // genesis
+  genesisManifest,
+  genesisToJSON,
+  genesisFromJSON,
+  // chain and propagation
+  openManifestChain,
+  createManifestPropagation,
+  announceTopic,
+  // errors
+  ManifestError,
+  ManifestDecodeError,
+  NonCanonicalEncodingError,
+  ManifestTooLargeError,
+  BadSignatureError,
+  UnknownKeyError,
+  BelowThresholdError,
+  PolicyChangeRefusedError,
+  InvalidPolicyError,
+  BrokenChainError,
+  WrongSystemError,
+  ReplayedManifestError,
+  InvalidForkProofError,
+  GenesisMismatchError,
+  GenesisConfigError,
+  PropagationDecodeError
+} from './manifest/index.ts'
+export type {
+  GenesisClass,
+  GenesisConfig,
+  GenesisConfigJSON,
+  ManifestChain,
+  ManifestChainInit,
+  ManifestPropagation,
+  ManifestSource,
+  PropagationComponents,
+  PropagationEvents,
+  PropagationInit,
+  Verdict,
+  Head
+} from './manifest/index.ts'
 export type * from './manifest/types.ts'

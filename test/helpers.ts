@@ -3,6 +3,15 @@
  * assertions.
  */
 
+import { randomBytes } from 'node:crypto'
+
+let counter = 0
+
+/** A memory-transport listen address unique to this process. */
+export function memoryAddress (): string {
+  return `/memory/${randomBytes(4).toString('hex')}-${++counter}`
+}
+
 /**
  * Polls `check` until it returns a truthy value (returned) or the deadline passes (throws with
  * the description).
