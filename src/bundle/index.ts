@@ -1,0 +1,846 @@
+/**
+ * Code bundles: pack a directory of pre-bundled ES modules into a content-addressed bundle,
+ * store it, provide it through molt's DHT, and fetch bundles from many peers in parallel,
+ * verifying every block, resuming after a restart, bounded by the size the manifest declares.
+ * Every node that holds blocks of a bundle (even part of it) serves them. See `docs/bundles.md`.
+ *
+ * @packageDocumentation
+ */
+import { lstat, mkdir, readdir, readFile, writeFile } from 'node:fs/promises'
+import { dirname, join, relative, resolve, sep } from 'node:path'
+import { logger } from '@libp2p/logger'
+import { lpStream } from '@libp2p/utils'
+import { TypedEventEmitter } from 'main-event'
+import { CID } from 'multiformats/cid'
+import { protocolId, validateSystemName, InvalidOptionError, type MoltLibp2p } from '../overlay/index.ts'
+import { BundleNotFoundError, BundleServiceStoppedError, BundleTooLargeError, InvalidBundleError } from './errors.ts'
+import { CHUNK_SIZE, decodeFileNode, decodeRoot, encodeFile, encodeRoot, validatePath, type Block, type BundleRoot, type FileEntry, type FileNode } from './format.ts'
+import { decodeRequest, encodeReply, MAX_REQUEST_BYTES, type BlockReply } from './protocol.ts'
+import { BundleStore, type BundleRecord } from './store.ts'
+import { keyOf, Swarm, type Want } from './swarm.ts'
+import type { Counter, PeerId, Stream, Connection } from '@libp2p/interface'
+import type { Datastore } from 'interface-datastore'
+
+export * from './errors.ts'
+export { BUNDLE_FORMAT, CHUNK_SIZE, validatePath, decodeRoot, type BundleRoot, type FileEntry, type FileNode, type ChunkEntry } from './format.ts'
+export { encodeRequest, decodeReply, encodeReply, decodeRequest, type BlockReply } from './protocol.ts'
+export type { BundleRecord } from './store.ts'
+
+const log = logger('molt:bundle')
+
+/** Largest reply a node sends, in bytes. */
+const MAX_REPLY_BYTES = 4 * 1_048_576
+
+/**
+ * What the bundle service needs from the node.
+ */
+export interface BundleServiceComponents {
+  /** the node's libp2p, with molt's services (its `moltDht` finds and announces providers) */
+  libp2p: MoltLibp2p
+  /** where blocks, bundle records and pins are kept (a namespace of the node's store) */
+  datastore: Datastore
+}
+
+/**
+ * Options of the bundle service.
+ */
+export interface BundleServiceInit {
+  /** the system's name: it scopes the block-exchange protocol */
+  system: string
+
+  /**
+   * Size of the chunks files are split into when packing, in bytes.
+   *
+   * @default 262144
+   */
+  chunkSize?: number
+
+  /**
+   * Requests in flight at once per fetch, each to a different peer.
+   *
+   * @default 8
+   */
+  concurrency?: number
+
+  /**
+   * Blocks asked for in one request.
+   *
+   * @default 4
+   */
+  batchBlocks?: number
+
+  /**
+   * Deadline of one request to a peer; a peer that misses it is left for a while and its
+   * blocks are asked of others.
+   *
+   * @default 5000
+   */
+  requestTimeoutMs?: number
+
+  /**
+   * Requests this node serves at once; beyond that it answers "busy", so askers turn to other
+   * holders and distribution swarms.
+   *
+   * @default 4
+   */
+  maxServing?: number
+
+  /**
+   * How often a running fetch asks the DHT for providers again (partial holders appear).
+   *
+   * @default 3000
+   */
+  discoveryIntervalMs?: number
+
+  /**
+   * How long a peer that lacked a block is not asked for it again.
+   *
+   * @default 300
+   */
+  lackRetryMs?: number
+
+  /**
+   * How many of the most recently added bundles `gc` keeps besides those it is told to keep,
+   * for peers still catching up.
+   *
+   * @default 3
+   */
+  keepRecent?: number
+
+  /**
+   * Whether the node announces the bundles it holds in the DHT.
+   *
+   * @default true
+   */
+  provide?: boolean
+}
+
+/**
+ * Events of the bundle service.
+ */
+export interface BundleServiceEvents {
+  /** a bundle is completely held and verified */
+  'bundle:fetched': CustomEvent<FetchResult>
+  /** more of a bundle is held: `bytes` of `total` */
+  'bundle:progress': CustomEvent<{ cid: CID, bytes: number, total: number }>
+  /** a peer served a block that does not match its CID or listed size: refused, nothing stored */
+  'bundle:rejected-block': CustomEvent<{ bundle: CID, cid: CID, peer: PeerId, reason: string, error: Error }>
+}
+
+/**
+ * Options of {@link BundleService.fetch}.
+ */
+export interface FetchOptions {
+  /** the size the manifest declares (see {@link PackResult.size}); no more is ever read */
+  declaredSize: number
+  /** aborts this caller's wait (the fetch itself stops when no caller waits any more) */
+  signal?: AbortSignal
+  /**
+   * Peers to ask besides DHT providers and connected peers (e.g. the peer that announced).
+   *
+   * @default []
+   */
+  providers?: PeerId[]
+}
+
+/**
+ * What a fetch reports.
+ */
+export interface FetchResult {
+  /** the bundle's root CID */
+  cid: CID
+  /** the bundle's size (sum of its distinct blocks) */
+  size: number
+  /** bytes this fetch read from peers (0 when the bundle was already held) */
+  fetchedBytes: number
+  /** blocks this fetch read from peers */
+  fetchedBlocks: number
+  /** bytes read, by peer id */
+  fromPeers: Record<string, number>
+}
+
+/**
+ * What packing reports: both go into the manifest.
+ */
+export interface PackResult {
+  /** the bundle's root CID */
+  cid: CID
+  /** the bundle's size: the sum of the byte lengths of its distinct blocks (root, file nodes, chunks) */
+  size: number
+}
+
+/**
+ * Options of packing.
+ */
+export interface PackOptions {
+  /**
+   * The molt API range the bundle's code needs, recorded in the root.
+   *
+   * @default none
+   */
+  moltApi?: string
+}
+
+/**
+ * Options of {@link BundleService.gc}.
+ */
+export interface GcOptions {
+  /**
+   * Bundles still needed (current, pending, future-SO, live past-SO bundles): kept with every
+   * block they reference.
+   *
+   * @default []
+   */
+  keep?: CID[]
+  /**
+   * How many of the most recently added bundles to keep besides, for catching-up peers.
+   *
+   * @default the service's `keepRecent`
+   */
+  keepRecent?: number
+}
+
+/**
+ * What a garbage collection removed.
+ */
+export interface GcResult {
+  /** bundles whose records were dropped */
+  removedBundles: CID[]
+  /** blocks deleted */
+  removedBlocks: number
+}
+
+/**
+ * Counters of the service since it started.
+ */
+export interface BundleStats {
+  /** bytes of blocks served to peers */
+  servedBytes: number
+  /** blocks served to peers */
+  servedBlocks: number
+  /** bytes of blocks read from peers */
+  fetchedBytes: number
+  /** blocks read from peers */
+  fetchedBlocks: number
+}
+
+/**
+ * The bundle service of one node.
+ */
+export interface BundleService {
+  /** lifecycle and rejection events */
+  readonly events: TypedEventEmitter<BundleServiceEvents>
+  /** the block-exchange protocol id */
+  readonly protocol: string
+
+  /** registers the block-exchange protocol and announces the bundles held */
+  start(): Promise<void>
+  /** aborts every fetch and stops serving */
+  stop(): Promise<void>
+
+  /** packs a directory (every regular file under it; symlinks and other kinds are refused), stores and provides it */
+  pack(dir: string, options?: PackOptions): Promise<PackResult>
+  /** packs files given by path, stores and provides them */
+  packFiles(files: Map<string, Uint8Array> | Record<string, Uint8Array>, options?: PackOptions): Promise<PackResult>
+
+  /**
+   * Fetches a bundle from peers (or returns at once when it is held). Concurrent fetches of one
+   * CID share one transfer. Rejects `BundleTooLargeError` when the bundle exceeds `declaredSize`,
+   * `InvalidBundleError` when its root or file nodes are malformed, the signal's reason on abort.
+   */
+  fetch(cid: CID, options: FetchOptions): Promise<FetchResult>
+
+  /** whether the bundle is completely held */
+  has(cid: CID): Promise<boolean>
+  /** the bundle's decoded root; `BundleNotFoundError` unless held */
+  root(cid: CID): Promise<BundleRoot>
+  /** the bundle's files by path; `BundleNotFoundError` unless completely held */
+  files(cid: CID): Promise<Map<string, Uint8Array>>
+  /** writes the bundle's files under `dir` */
+  extract(cid: CID, dir: string): Promise<void>
+  /** the bundles this node records, complete or partial */
+  list(): Promise<Array<{ cid: CID } & BundleRecord>>
+
+  /** pins a bundle: `gc` never drops it */
+  pin(cid: CID): Promise<void>
+  /** removes a pin */
+  unpin(cid: CID): Promise<void>
+  /** the pinned bundles */
+  pins(): Promise<CID[]>
+  /**
+   * Drops every bundle not pinned, not in `keep`, not among the `keepRecent` newest and not being
+   * fetched, and every block no kept bundle references.
+   */
+  gc(options?: GcOptions): Promise<GcResult>
+
+  /** counters since start */
+  stats(): BundleStats
+}
+
+interface ActiveFetch {
+  promise: Promise<FetchResult>
+  controller: AbortController
+  waiters: number
+}
+
+class DefaultBundleService implements BundleService {
+  readonly events = new TypedEventEmitter<BundleServiceEvents>()
+  readonly protocol: string
+  private readonly libp2p: MoltLibp2p
+  private readonly store: BundleStore
+  private readonly options: Required<Omit<BundleServiceInit, 'system'>>
+  private readonly fetches = new Map<string, ActiveFetch>()
+  private shutdown = new AbortController()
+  private running = false
+  private serving = 0
+  private provideChain: Promise<void> = Promise.resolve()
+  private readonly provided = new Set<string>()
+  private readonly counters: BundleStats = { servedBytes: 0, servedBlocks: 0, fetchedBytes: 0, fetchedBlocks: 0 }
+  private readonly metrics: { served?: Counter, fetched?: Counter, rejected?: Counter }
+  private gcWrites?: Set<string>
+  private readonly background = new Set<Promise<void>>()
+
+  constructor (components: BundleServiceComponents, init: BundleServiceInit) {
+    const system = validateSystemName(init.system)
+    this.libp2p = components.libp2p
+    this.store = new BundleStore(components.datastore)
+    this.protocol = protocolId(system, 'bundle')
+    this.options = {
+      chunkSize: positive(init.chunkSize, CHUNK_SIZE, 'chunkSize'),
+      concurrency: positive(init.concurrency, 8, 'concurrency'),
+      batchBlocks: positive(init.batchBlocks, 4, 'batchBlocks'),
+      requestTimeoutMs: positive(init.requestTimeoutMs, 5000, 'requestTimeoutMs'),
+      maxServing: positive(init.maxServing, 4, 'maxServing'),
+      discoveryIntervalMs: positive(init.discoveryIntervalMs, 3000, 'discoveryIntervalMs'),
+      lackRetryMs: positive(init.lackRetryMs, 300, 'lackRetryMs'),
+      keepRecent: init.keepRecent ?? 3,
+      provide: init.provide ?? true
+    }
+    if (this.options.chunkSize > 1_048_576) {
+      throw new InvalidOptionError('chunkSize: at most 1048576')
+    }
+    const metrics = this.libp2p.metrics
+    this.metrics = {
+      served: metrics?.registerCounter('molt_bundle_served_bytes_total', { help: 'bytes of bundle blocks served to peers' }),
+      fetched: metrics?.registerCounter('molt_bundle_fetched_bytes_total', { help: 'bytes of bundle blocks read from peers' }),
+      rejected: metrics?.registerCounter('molt_bundle_rejected_blocks_total', { help: 'blocks refused for not matching their CID or size' })
+    }
+  }
+
+  async start (): Promise<void> {
+    if (this.running) {
+      return
+    }
+    this.shutdown = new AbortController()
+    await this.store.open()
+    await this.libp2p.handle(this.protocol, (stream, connection) => { void this.serve(stream, connection) }, {
+      maxInboundStreams: 64,
+      maxOutboundStreams: 64,
+      runOnLimitedConnection: false
+    })
+    this.running = true
+    for await (const [cid] of this.store.bundles()) {
+      this.announce(cid)
+    }
+  }
+
+  async stop (): Promise<void> {
+    if (!this.running) {
+      return
+    }
+    this.running = false
+    this.shutdown.abort(new BundleServiceStoppedError('the bundle service stopped'))
+    await this.libp2p.unhandle(this.protocol).catch(() => {})
+    await Promise.allSettled([...this.fetches.values()].map(async f => await f.promise))
+    await Promise.allSettled([...this.background])
+    await this.provideChain
+  }
+
+  stats (): BundleStats {
+    return { ...this.counters }
+  }
+
+  private assertRunning (): void {
+    if (!this.running) {
+      throw new BundleServiceStoppedError('the bundle service is not running')
+    }
+  }
+
+  // --- serving -------------------------------------------------------------------------------
+
+  private async serve (stream: Stream, connection: Connection): Promise<void> {
+    const signal = AbortSignal.any([this.shutdown.signal, AbortSignal.timeout(30_000)])
+    const busy = this.serving >= this.options.maxServing
+    this.serving++
+    try {
+      const lp = lpStream(stream, { maxDataLength: MAX_REQUEST_BYTES })
+      const want = decodeRequest((await lp.read({ signal })).subarray())
+      const reply: BlockReply = { blocks: [] }
+      if (busy) {
+        reply.busy = true
+      } else {
+        let bytes = 0
+        for (const cid of want) {
+          const data = await this.store.getBlock(cid)
+          if (data != null && bytes + data.byteLength <= MAX_REPLY_BYTES) {
+            reply.blocks.push({ cid, data })
+            bytes += data.byteLength
+          }
+        }
+        this.counters.servedBytes += bytes
+        this.counters.servedBlocks += reply.blocks.length
+        this.metrics.served?.increment(bytes)
+      }
+      await lp.write(encodeReply(reply), { signal })
+      await stream.close({ signal })
+    } catch (err) {
+      log('serving %p failed - %e', connection.remotePeer, err)
+      stream.abort(err as Error)
+    } finally {
+      this.serving--
+    }
+  }
+
+  // --- providing -----------------------------------------------------------------------------
+
+  private announce (cid: CID): void {
+    if (!this.options.provide || this.provided.has(cid.toString())) {
+      return
+    }
+    this.provided.add(cid.toString())
+    const signal = this.shutdown.signal
+    this.provideChain = this.provideChain.then(async () => {
+      if (signal.aborted) {
+        return
+      }
+      try {
+        // eslint-disable-next-line @typescript-eslint/no-unused-vars
+        for await (const _ of this.libp2p.services.moltDht.provide(cid, { signal: AbortSignal.any([signal, AbortSignal.timeout(30_000)]) })) {}
+        log('providing %c', cid)
+      } catch (err) {
+        this.provided.delete(cid.toString())
+        log('could not provide %c - %e', cid, err)
+      }
+    })
+  }
+
+  // --- packing -------------------------------------------------------------------------------
+
+  async pack (dir: string, options: PackOptions = {}): Promise<PackResult> {
+    const files = new Map<string, Uint8Array>()
+    const base = resolve(dir)
+    const walk = async (path: string): Promise<void> => {
+      for (const entry of await readdir(path, { withFileTypes: true })) {
+        const full = join(path, entry.name)
+        const info = await lstat(full)
+        if (info.isDirectory()) {
+          await walk(full)
+        } else if (info.isFile()) {
+          const rel = relative(base, full).split(sep).join('/')
+          files.set(validatePath(rel), new Uint8Array(await readFile(full)))
+        } else {
+          throw new InvalidBundleError(`cannot pack ${full}: only regular files and directories are packed`)
+        }
+      }
+    }
+    await walk(base)
+    return await this.packFiles(files, options)
+  }
+
+  async packFiles (input: Map<string, Uint8Array> | Record<string, Uint8Array>, options: PackOptions = {}): Promise<PackResult> {
+    this.assertRunning()
+    const entries = input instanceof Map ? [...input.entries()] : Object.entries(input)
+    const blocks = new Map<string, Block>()
+    const files: Record<string, FileEntry> = {}
+    for (const [path, bytes] of entries.sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0)) {
+      validatePath(path)
+      const { node, chunks } = await encodeFile(bytes, this.options.chunkSize)
+      files[path] = { cid: node.cid, size: bytes.byteLength }
+      for (const b of [node, ...chunks]) {
+        blocks.set(keyOf(b.cid), b)
+      }
+    }
+    const root = await encodeRoot(files, options.moltApi)
+    blocks.set(keyOf(root.cid), root)
+    let size = 0
+    for (const b of blocks.values()) {
+      size += b.bytes.byteLength
+    }
+    await this.putBlocks([...blocks.values()])
+    await this.store.putRecord(root.cid, 'complete', size)
+    log('packed %c: %d files, %d blocks, %d bytes', root.cid, entries.length, blocks.size, size)
+    this.announce(root.cid)
+    return { cid: root.cid, size }
+  }
+
+  private async putBlocks (blocks: Block[]): Promise<void> {
+    if (this.gcWrites != null) {
+      for (const b of blocks) {
+        this.gcWrites.add(this.store.keyOf(b.cid))
+      }
+    }
+    await this.store.putBlocks(blocks)
+  }
+
+  // --- fetching ------------------------------------------------------------------------------
+
+  async fetch (cid: CID, options: FetchOptions): Promise<FetchResult> {
+    this.assertRunning()
+    const parsed = CID.asCID(cid)
+    if (parsed == null) {
+      throw new InvalidOptionError('fetch: cid must be a CID')
+    }
+    const declaredSize = options?.declaredSize
+    if (typeof declaredSize !== 'number' || !Number.isSafeInteger(declaredSize) || declaredSize <= 0) {
+      throw new InvalidOptionError(`fetch: declaredSize must be a positive safe integer (got ${String(declaredSize)})`)
+    }
+    options.signal?.throwIfAborted()
+    const key = parsed.toString()
+    let active = this.fetches.get(key)
+    if (active == null) {
+      const controller = new AbortController()
+      const signal = AbortSignal.any([controller.signal, this.shutdown.signal])
+      const promise = this.runFetch(parsed, declaredSize, options.providers ?? [], signal).finally(() => {
+        this.fetches.delete(key)
+      })
+      active = { promise, controller, waiters: 0 }
+      this.fetches.set(key, active)
+    }
+    const entry = active
+    entry.waiters++
+    const callerSignal = options.signal
+    if (callerSignal == null) {
+      return await entry.promise
+    }
+    return await new Promise<FetchResult>((resolve, reject) => {
+      const onAbort = (): void => {
+        entry.waiters--
+        if (entry.waiters === 0) {
+          entry.controller.abort(callerSignal.reason)
+        }
+        reject(callerSignal.reason)
+      }
+      callerSignal.addEventListener('abort', onAbort, { once: true })
+      entry.promise.then(resolve, reject).finally(() => { callerSignal.removeEventListener('abort', onAbort) })
+    })
+  }
+
+  private async runFetch (cid: CID, declaredSize: number, hints: PeerId[], signal: AbortSignal): Promise<FetchResult> {
+    const record = await this.store.getRecord(cid)
+    if (record?.state === 'complete') {
+      if (record.size > declaredSize) {
+        throw new BundleTooLargeError(`bundle ${cid.toString()} has ${record.size} bytes, more than the declared ${declaredSize}`)
+      }
+      return { cid, size: record.size, fetchedBytes: 0, fetchedBlocks: 0, fromPeers: {} }
+    }
+
+    const swarm = new Swarm(this.libp2p, {
+      protocol: this.protocol,
+      concurrency: this.options.concurrency,
+      batchBlocks: this.options.batchBlocks,
+      requestTimeoutMs: this.options.requestTimeoutMs,
+      lackRetryMs: this.options.lackRetryMs,
+      busyBackoffMs: 100,
+      tickMs: 100
+    }, declaredSize, signal, (block, peer, error) => {
+      this.metrics.rejected?.increment()
+      this.events.safeDispatchEvent('bundle:rejected-block', { detail: { bundle: cid, cid: block, peer, reason: error.message, error } })
+    })
+    for (const peer of hints) {
+      swarm.addPeer(peer)
+    }
+    const discovery = new AbortController()
+    const discovering = this.discover(cid, swarm, AbortSignal.any([signal, discovery.signal]))
+    try {
+      // 1. the root and the file nodes, kept in memory until the bundle's size is known to fit
+      const metadata = new Map<string, Block>()
+      const getNodes = async (cids: CID[]): Promise<Map<string, Uint8Array>> => {
+        const out = new Map<string, Uint8Array>()
+        const wants: Want[] = []
+        for (const c of cids) {
+          const k = keyOf(c)
+          if (out.has(k)) {
+            continue
+          }
+          const local = await this.store.getBlock(c)
+          if (local != null) {
+            out.set(k, local)
+          } else {
+            wants.push({ cid: c, key: k })
+          }
+        }
+        await swarm.getBlocks(wants, async (want, bytes) => {
+          out.set(want.key, bytes)
+          metadata.set(want.key, { cid: want.cid, bytes })
+        })
+        return out
+      }
+      const rootBytes = (await getNodes([cid])).get(keyOf(cid))!
+      const root = decodeRoot(cid, rootBytes)
+      const entries = Object.values(root.files)
+      const nodeBytes = await getNodes(entries.map(e => e.cid))
+
+      const distinct = new Map<string, { cid: CID, size: number }>()
+      distinct.set(keyOf(cid), { cid, size: rootBytes.byteLength })
+      const chunks = new Map<string, { cid: CID, size: number }>()
+      for (const entry of entries) {
+        const k = keyOf(entry.cid)
+        const bytes = nodeBytes.get(k)!
+        const node = decodeFileNode(entry.cid, bytes, entry.size)
+        distinct.set(k, { cid: entry.cid, size: bytes.byteLength })
+        for (const chunk of node.chunks) {
+          chunks.set(keyOf(chunk.cid), chunk)
+        }
+      }
+      for (const [k, c] of chunks) {
+        distinct.set(k, c)
+      }
+      let size = 0
+      for (const b of distinct.values()) {
+        size += b.size
+      }
+      if (size > declaredSize) {
+        throw new BundleTooLargeError(`bundle ${cid.toString()} has ${size} bytes, more than the declared ${declaredSize}`)
+      }
+      await this.putBlocks([...metadata.values()])
+      await this.store.putRecord(cid, 'partial', size)
+      // a partial holder serves the blocks it has
+      this.announce(cid)
+
+      // 2. the chunks not held yet
+      const wants: Want[] = []
+      let held = size
+      for (const [k, c] of chunks) {
+        if (!(await this.store.hasBlock(c.cid))) {
+          wants.push({ cid: c.cid, key: k, size: c.size })
+          held -= c.size
+        }
+      }
+      this.events.safeDispatchEvent('bundle:progress', { detail: { cid, bytes: held, total: size } })
+      await swarm.getBlocks(wants, async (want, bytes) => {
+        await this.putBlocks([{ cid: want.cid, bytes }])
+        held += bytes.byteLength
+        this.counters.fetchedBytes += bytes.byteLength
+        this.counters.fetchedBlocks++
+        this.metrics.fetched?.increment(bytes.byteLength)
+        this.events.safeDispatchEvent('bundle:progress', { detail: { cid, bytes: held, total: size } })
+      })
+      // metadata read from peers counts too
+      for (const b of metadata.values()) {
+        this.counters.fetchedBytes += b.bytes.byteLength
+        this.counters.fetchedBlocks++
+      }
+      await this.store.putRecord(cid, 'complete', size)
+      const result: FetchResult = {
+        cid,
+        size,
+        fetchedBytes: swarm.fetchedBytes,
+        fetchedBlocks: swarm.fetchedBlocks,
+        fromPeers: Object.fromEntries(swarm.fromPeers)
+      }
+      log('fetched %c: %d bytes, %d read from %d peers', cid, size, swarm.fetchedBytes, swarm.fromPeers.size)
+      this.events.safeDispatchEvent('bundle:fetched', { detail: result })
+      return result
+    } finally {
+      // a DHT query may take a while to notice the abort: stop() waits for it, the caller does not
+      discovery.abort()
+      this.background.add(discovering)
+      void discovering.finally(() => this.background.delete(discovering))
+    }
+  }
+
+  private async discover (cid: CID, swarm: Swarm, signal: AbortSignal): Promise<void> {
+    while (!signal.aborted) {
+      try {
+        const query = AbortSignal.any([signal, AbortSignal.timeout(this.options.discoveryIntervalMs * 3)])
+        for await (const event of this.libp2p.services.moltDht.findProviders(cid, { signal: query })) {
+          if (event.name === 'PROVIDER') {
+            for (const provider of event.providers) {
+              if (provider.multiaddrs.length > 0) {
+                await this.libp2p.peerStore.merge(provider.id, { multiaddrs: provider.multiaddrs }).catch(() => {})
+              }
+              swarm.addPeer(provider.id)
+            }
+          }
+        }
+      } catch (err) {
+        if (!signal.aborted) {
+          log('finding providers of %c failed - %e', cid, err)
+        }
+      }
+      await sleep(this.options.discoveryIntervalMs, signal)
+    }
+  }
+
+  // --- reading -------------------------------------------------------------------------------
+
+  async has (cid: CID): Promise<boolean> {
+    return (await this.store.getRecord(cid))?.state === 'complete'
+  }
+
+  async root (cid: CID): Promise<BundleRoot> {
+    const bytes = await this.store.getBlock(cid)
+    if (bytes == null) {
+      throw new BundleNotFoundError(`bundle ${cid.toString()} is not held`)
+    }
+    return decodeRoot(cid, bytes)
+  }
+
+  async files (cid: CID): Promise<Map<string, Uint8Array>> {
+    if (!(await this.has(cid))) {
+      throw new BundleNotFoundError(`bundle ${cid.toString()} is not completely held`)
+    }
+    const root = await this.root(cid)
+    const out = new Map<string, Uint8Array>()
+    for (const [path, entry] of Object.entries(root.files)) {
+      const node = decodeFileNode(entry.cid, await this.mustGet(entry.cid), entry.size)
+      const bytes = new Uint8Array(node.size)
+      let offset = 0
+      for (const chunk of node.chunks) {
+        bytes.set(await this.mustGet(chunk.cid), offset)
+        offset += chunk.size
+      }
+      out.set(path, bytes)
+    }
+    return out
+  }
+
+  private async mustGet (cid: CID): Promise<Uint8Array> {
+    const bytes = await this.store.getBlock(cid)
+    if (bytes == null) {
+      throw new BundleNotFoundError(`block ${cid.toString()} is missing`)
+    }
+    return bytes
+  }
+
+  async extract (cid: CID, dir: string): Promise<void> {
+    const base = resolve(dir)
+    for (const [path, bytes] of await this.files(cid)) {
+      const target = resolve(base, validatePath(path))
+      if (!target.startsWith(base + sep)) {
+        throw new InvalidBundleError(`bundle path ${JSON.stringify(path)} leaves the target directory`)
+      }
+      await mkdir(dirname(target), { recursive: true })
+      await writeFile(target, bytes)
+    }
+  }
+
+  async list (): Promise<Array<{ cid: CID } & BundleRecord>> {
+    const out: Array<{ cid: CID } & BundleRecord> = []
+    for await (const [cid, record] of this.store.bundles()) {
+      out.push({ cid, ...record })
+    }
+    return out
+  }
+
+  // --- pins and gc ---------------------------------------------------------------------------
+
+  async pin (cid: CID): Promise<void> {
+    await this.store.pin(cid)
+  }
+
+  async unpin (cid: CID): Promise<void> {
+    await this.store.unpin(cid)
+  }
+
+  async pins (): Promise<CID[]> {
+    return await this.store.pins()
+  }
+
+  async gc (options: GcOptions = {}): Promise<GcResult> {
+    this.gcWrites = new Set()
+    try {
+      const records = await this.list()
+      const keep = new Set<string>([
+        ...(options.keep ?? []).map(c => c.toString()),
+        ...(await this.pins()).map(c => c.toString()),
+        ...this.fetches.keys()
+      ])
+      const recent = records.sort((a, b) => b.seq - a.seq).slice(0, Math.max(0, options.keepRecent ?? this.options.keepRecent))
+      for (const r of recent) {
+        keep.add(r.cid.toString())
+      }
+      // every block a kept bundle references, as far as it is held
+      const live = new Set<string>()
+      for (const c of keep) {
+        const cid = CID.parse(c)
+        live.add(this.store.keyOf(cid))
+        const rootBytes = await this.store.getBlock(cid)
+        if (rootBytes == null) {
+          continue
+        }
+        let root: BundleRoot
+        try {
+          root = decodeRoot(cid, rootBytes)
+        } catch {
+          continue
+        }
+        for (const entry of Object.values(root.files)) {
+          live.add(this.store.keyOf(entry.cid))
+          const nodeBytes = await this.store.getBlock(entry.cid)
+          if (nodeBytes == null) {
+            continue
+          }
+          for (const chunk of decodeFileNode(entry.cid, nodeBytes, entry.size).chunks) {
+            live.add(this.store.keyOf(chunk.cid))
+          }
+        }
+      }
+      const removedBundles: CID[] = []
+      for (const r of records) {
+        if (!keep.has(r.cid.toString())) {
+          await this.store.deleteRecord(r.cid)
+          this.provided.delete(r.cid.toString())
+          await this.libp2p.services.moltDht.cancelReprovide(r.cid).catch(() => {})
+          removedBundles.push(r.cid)
+        }
+      }
+      let removedBlocks = 0
+      const dead: Array<{ key: import('interface-datastore').Key }> = []
+      for await (const { key } of this.store.blockKeys()) {
+        if (!live.has(key.toString())) {
+          dead.push({ key })
+        }
+      }
+      for (const { key } of dead) {
+        if (!this.gcWrites.has(key.toString())) {
+          await this.store.deleteKey(key)
+          removedBlocks++
+        }
+      }
+      log('gc dropped %d bundles and %d blocks', removedBundles.length, removedBlocks)
+      return { removedBundles, removedBlocks }
+    } finally {
+      this.gcWrites = undefined
+    }
+  }
+}
+
+function positive (value: number | undefined, fallback: number, name: string): number {
+  if (value == null) {
+    return fallback
+  }
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
+    throw new InvalidOptionError(`${name}: must be a positive number (got ${String(value)})`)
+  }
+  return value
+}
+
+async function sleep (ms: number, signal: AbortSignal): Promise<void> {
+  await new Promise<void>(resolve => {
+    const done = (): void => {
+      clearTimeout(timer)
+      signal.removeEventListener('abort', done)
+      resolve()
+    }
+    const timer = setTimeout(done, ms)
+    signal.addEventListener('abort', done)
+  })
+}
+
+/**
+ * Creates a node's bundle service. Call `start()` before use.
+ */
+export function createBundleService (components: BundleServiceComponents, init: BundleServiceInit): BundleService {
+  return new DefaultBundleService(components, init)
+}

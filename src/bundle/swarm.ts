@@ -1,0 +1,268 @@
+/**
+ * The multi-peer block fetcher of one bundle fetch: asks several peers in parallel (DHT
+ * providers and directly-connected peers), verifies every block, keeps to a byte budget, and
+ * moves off peers that stall, fail or serve bad blocks.
+ */
+import { logger } from '@libp2p/logger'
+import { toString } from 'uint8arrays/to-string'
+import { sendRequest, type MoltLibp2p } from '../overlay/index.ts'
+import { BundleTooLargeError, InvalidBlockError } from './errors.ts'
+import { verifyBlock, MAX_NODE_BYTES } from './format.ts'
+import { decodeReply, encodeRequest, MAX_WANT, REPLY_OVERHEAD_PER_BLOCK } from './protocol.ts'
+import type { CID } from 'multiformats/cid'
+import type { PeerId } from '@libp2p/interface'
+
+const log = logger('molt:bundle:swarm')
+
+/** Tuning of a swarm. */
+export interface SwarmOptions {
+  protocol: string
+  concurrency: number
+  batchBlocks: number
+  requestTimeoutMs: number
+  /** how long a peer that said it lacks a block is not asked for it again (partial holders grow) */
+  lackRetryMs: number
+  busyBackoffMs: number
+  tickMs: number
+}
+
+/** A block wanted by a swarm; `size` is known for chunks, not for root and file nodes. */
+export interface Want {
+  cid: CID
+  key: string
+  size?: number
+}
+
+interface PeerState {
+  id: PeerId
+  busy: boolean
+  until: number
+  failures: number
+  bad: boolean
+  lacks: Map<string, number>
+}
+
+/** What a swarm reports back about a peer serving a bad block. */
+export type RejectHandler = (cid: CID, peer: PeerId, error: Error) => void
+
+/**
+ * One fetch's swarm of peers.
+ */
+export class Swarm {
+  private readonly peers = new Map<string, PeerState>()
+  private wakeUp?: () => void
+  /** bytes still allowed to be read for this bundle */
+  remaining: number
+  /** bytes received, by peer id */
+  readonly fromPeers = new Map<string, number>()
+  fetchedBytes = 0
+  fetchedBlocks = 0
+
+  constructor (
+    private readonly libp2p: MoltLibp2p,
+    private readonly options: SwarmOptions,
+    budget: number,
+    private readonly signal: AbortSignal,
+    private readonly onReject: RejectHandler
+  ) {
+    this.remaining = budget
+  }
+
+  /** adds a candidate peer (a DHT provider, a hint, a connected peer) */
+  addPeer (id: PeerId): void {
+    if (id.equals(this.libp2p.peerId)) {
+      return
+    }
+    const key = id.toString()
+    if (!this.peers.has(key)) {
+      this.peers.set(key, { id, busy: false, until: 0, failures: 0, bad: false, lacks: new Map() })
+      this.wake()
+    }
+  }
+
+  /** wakes the scheduler (a peer appeared, a request ended) */
+  wake (): void {
+    this.wakeUp?.()
+  }
+
+  private refreshConnected (): void {
+    for (const peer of this.libp2p.getPeers()) {
+      this.addPeer(peer)
+    }
+  }
+
+  private async sleep (): Promise<void> {
+    await new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer)
+        this.signal.removeEventListener('abort', done)
+        this.wakeUp = undefined
+        resolve()
+      }
+      const timer = setTimeout(done, this.options.tickMs)
+      this.signal.addEventListener('abort', done)
+      this.wakeUp = done
+    })
+  }
+
+  /**
+   * Fetches every wanted block, verifying each, and hands each good one to `deliver` (which
+   * stores or keeps it). Resolves when all are delivered; rejects on abort or
+   * `BundleTooLargeError`.
+   */
+  async getBlocks (wants: Want[], deliver: (want: Want, bytes: Uint8Array) => Promise<void>): Promise<void> {
+    const pending = new Map<string, Want>()
+    for (const want of shuffle(wants)) {
+      pending.set(want.key, want)
+    }
+    const inflight = new Set<string>()
+    const tasks = new Set<Promise<void>>()
+    let fatal: Error | undefined
+
+    const request = async (peer: PeerState, batch: Want[]): Promise<void> => {
+      const unknown = batch.filter(w => w.size == null).length
+      const known = batch.reduce((n, w) => n + (w.size ?? 0), 0)
+      const maxResponseBytes = known + unknown * MAX_NODE_BYTES + REPLY_OVERHEAD_PER_BLOCK * (batch.length + 1)
+      const signal = AbortSignal.any([this.signal, AbortSignal.timeout(this.options.requestTimeoutMs)])
+      try {
+        const reply = decodeReply(await sendRequest(this.libp2p, peer.id, this.options.protocol, encodeRequest(batch.map(w => w.cid)), { signal, maxResponseBytes }))
+        if (reply.busy === true) {
+          peer.until = Date.now() + this.options.busyBackoffMs * (0.5 + Math.random())
+          return
+        }
+        const byKey = new Map(batch.map(w => [w.key, w]))
+        const got = new Set<string>()
+        for (const block of reply.blocks) {
+          const want = byKey.get(keyOf(block.cid))
+          if (want == null || got.has(want.key)) {
+            throw new InvalidBlockError(`unsolicited block ${block.cid.toString()}`)
+          }
+          if (want.size != null && block.data.byteLength !== want.size) {
+            this.reject(peer, want.cid, new InvalidBlockError(`block ${want.cid.toString()} has ${block.data.byteLength} bytes, the bundle lists ${want.size}`))
+            return
+          }
+          if (!(await verifyBlock(want.cid, block.data))) {
+            this.reject(peer, want.cid, new InvalidBlockError(`block ${want.cid.toString()} does not match its CID`))
+            return
+          }
+          if (!pending.has(want.key)) {
+            continue // another peer delivered it meanwhile
+          }
+          if (block.data.byteLength > this.remaining) {
+            throw new BundleTooLargeError(`block ${want.cid.toString()} (${block.data.byteLength} bytes) would take the bundle past its declared size`)
+          }
+          this.remaining -= block.data.byteLength
+          this.fetchedBytes += block.data.byteLength
+          this.fetchedBlocks++
+          const p = peer.id.toString()
+          this.fromPeers.set(p, (this.fromPeers.get(p) ?? 0) + block.data.byteLength)
+          pending.delete(want.key)
+          got.add(want.key)
+          await deliver(want, block.data)
+        }
+        const now = Date.now()
+        for (const w of batch) {
+          if (!got.has(w.key)) {
+            peer.lacks.set(w.key, now)
+          }
+        }
+        peer.failures = 0
+      } catch (err) {
+        if (err instanceof BundleTooLargeError) {
+          fatal = err
+          return
+        }
+        if (err instanceof InvalidBlockError) {
+          this.reject(peer, batch[0]!.cid, err)
+          return
+        }
+        if (this.signal.aborted) {
+          return
+        }
+        const cause = (err as { cause?: Error }).cause
+        if (cause?.name === 'UnsupportedProtocolError') {
+          peer.bad = true
+        }
+        peer.failures++
+        peer.until = Date.now() + Math.min(250 * 2 ** peer.failures, 10_000)
+        log('request to %p for %d blocks failed - %e', peer.id, batch.length, err)
+      } finally {
+        for (const w of batch) {
+          inflight.delete(w.key)
+        }
+        peer.busy = false
+        this.wake()
+      }
+    }
+
+    while (pending.size > 0) {
+      if (fatal != null) {
+        break
+      }
+      if (this.signal.aborted) {
+        break
+      }
+      this.refreshConnected()
+      const now = Date.now()
+      const candidates = shuffle([...this.peers.values()].filter(p => !p.bad && !p.busy && p.until <= now))
+      // prefer peers that have served us before, and that failed least
+      candidates.sort((a, b) => a.failures - b.failures)
+      for (const peer of candidates) {
+        if (tasks.size >= this.options.concurrency) {
+          break
+        }
+        const batch: Want[] = []
+        for (const want of pending.values()) {
+          if (batch.length >= Math.min(this.options.batchBlocks, MAX_WANT)) {
+            break
+          }
+          if (inflight.has(want.key)) {
+            continue
+          }
+          const lacked = peer.lacks.get(want.key)
+          if (lacked != null && now - lacked < this.options.lackRetryMs) {
+            continue
+          }
+          batch.push(want)
+        }
+        if (batch.length === 0) {
+          continue
+        }
+        for (const w of batch) {
+          inflight.add(w.key)
+        }
+        peer.busy = true
+        const task = request(peer, batch).finally(() => { tasks.delete(task) })
+        tasks.add(task)
+      }
+      await this.sleep()
+    }
+    await Promise.allSettled([...tasks])
+    if (fatal != null) {
+      throw fatal
+    }
+    this.signal.throwIfAborted()
+  }
+
+  private reject (peer: PeerState, cid: CID, error: Error): void {
+    peer.bad = true
+    log('refused block %c from %p - %s', cid, peer.id, error.message)
+    this.onReject(cid, peer.id, error)
+  }
+}
+
+/** the key a wanted block is tracked under: its multihash */
+export function keyOf (cid: CID): string {
+  return toString(cid.multihash.bytes, 'base64')
+}
+
+function shuffle<T> (items: T[]): T[] {
+  const out = [...items]
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1))
+    const t = out[i]!
+    out[i] = out[j]!
+    out[j] = t
+  }
+  return out
+}

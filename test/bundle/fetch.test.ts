@@ -1,0 +1,152 @@
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { describe, it, expect, afterEach } from 'vitest'
+import { handleRequests } from '../../src/overlay/index.ts'
+import { openStore } from '../../src/state/index.ts'
+import { BundleTooLargeError, decodeRequest, encodeReply } from '../../src/bundle/index.ts'
+import { bundleNode, connect, overlay, randomFiles, sameFiles, storedBlocks, SYSTEM, type TestNode } from './setup.ts'
+import type { MoltLibp2p } from '../../src/overlay/index.ts'
+import type { PeerId } from '@libp2p/interface'
+
+const PROTOCOL = `/molt/${SYSTEM}/bundle/1.0.0`
+
+describe('bundle fetch', () => {
+  const nodes: TestNode[] = []
+  const peers: MoltLibp2p[] = []
+  const dirs: string[] = []
+  afterEach(async () => {
+    await Promise.all(nodes.splice(0).map(async n => { await n.stop() }))
+    await Promise.all(peers.splice(0).map(async p => { await p.stop() }))
+    await Promise.all(dirs.splice(0).map(async d => { await rm(d, { recursive: true, force: true }) }))
+  })
+
+  async function make (...args: Parameters<typeof bundleNode>): Promise<TestNode> {
+    const node = await bundleNode(...args)
+    nodes.push(node)
+    return node
+  }
+
+  it('refuses blocks that do not match their CID, reports the peer, stores nothing, and fetches from another provider', async () => {
+    const publisher = await make()
+    const files = randomFiles(2, 700_000)
+    const packed = await publisher.bundles.packFiles(files)
+
+    // a peer that answers every request with wrong bytes
+    const liar = await overlay()
+    peers.push(liar)
+    await handleRequests(liar, PROTOCOL, async (request) => {
+      return encodeReply({ blocks: decodeRequest(request).map(cid => ({ cid, data: new Uint8Array(64).fill(7) })) })
+    })
+
+    const fetcher = await make()
+    const rejected: Array<{ peer: PeerId, reason: string }> = []
+    const firstRejection = new Promise<void>(resolve => {
+      fetcher.bundles.events.addEventListener('bundle:rejected-block', (event) => {
+        rejected.push({ peer: event.detail.peer, reason: event.detail.reason })
+        resolve()
+      })
+    })
+    await connect(fetcher, liar)
+    const fetching = fetcher.bundles.fetch(packed.cid, { declaredSize: packed.size })
+    await firstRejection
+    expect(rejected[0]?.peer.equals(liar.peerId)).toBe(true)
+    // nothing of the bundle was stored from the liar
+    expect(await storedBlocks(fetcher.datastore)).toEqual({ blocks: 0, bytes: 0 })
+    expect(await fetcher.bundles.list()).toEqual([])
+
+    await connect(fetcher, publisher)
+    const result = await fetching
+    expect(result.size).toBe(packed.size)
+    expect(Object.keys(result.fromPeers)).toEqual([publisher.libp2p.peerId.toString()])
+    expect(sameFiles(await fetcher.bundles.files(packed.cid), files)).toBe(true)
+  })
+
+  it('stops at the declared size with BundleTooLargeError and stores nothing', async () => {
+    const publisher = await make()
+    const packed = await publisher.bundles.packFiles(randomFiles(3, 1_000_000))
+    const fetcher = await make()
+    await connect(fetcher, publisher)
+    await expect(fetcher.bundles.fetch(packed.cid, { declaredSize: packed.size - 1 })).rejects.toThrow(BundleTooLargeError)
+    expect(await storedBlocks(fetcher.datastore)).toEqual({ blocks: 0, bytes: 0 })
+    expect(await fetcher.bundles.has(packed.cid)).toBe(false)
+    expect(fetcher.bundles.stats().fetchedBytes).toBeLessThan(packed.size - 1)
+    // with the true size it completes
+    await fetcher.bundles.fetch(packed.cid, { declaredSize: packed.size })
+    expect(await fetcher.bundles.has(packed.cid)).toBe(true)
+  })
+
+  it('moves off a provider that accepts the request and never answers', async () => {
+    const publisher = await make()
+    const files = randomFiles(2, 600_000)
+    const packed = await publisher.bundles.packFiles(files)
+
+    const staller = await overlay()
+    peers.push(staller)
+    let stalled!: () => void
+    const reached = new Promise<void>(resolve => { stalled = resolve })
+    await staller.handle(PROTOCOL, () => { stalled() /* accept the stream, never answer */ })
+
+    const fetcher = await make({ requestTimeoutMs: 500 })
+    await connect(fetcher, staller)
+    const fetching = fetcher.bundles.fetch(packed.cid, { declaredSize: packed.size })
+    await reached
+    await connect(fetcher, publisher)
+    const result = await fetching
+    expect(result.fromPeers[staller.peerId.toString()]).toBeUndefined()
+    expect(result.fromPeers[publisher.libp2p.peerId.toString()]).toBe(result.fetchedBytes)
+    expect(sameFiles(await fetcher.bundles.files(packed.cid), files)).toBe(true)
+  })
+
+  it('resumes after a restart without fetching stored blocks again', async () => {
+    const publisher = await make()
+    const files = randomFiles(2, 2_000_000)
+    const packed = await publisher.bundles.packFiles(files)
+
+    const dir = await mkdtemp(join(tmpdir(), 'molt-bundle-resume-'))
+    dirs.push(dir)
+    let store = await openStore({ path: dir })
+    let fetcher = await bundleNode({ concurrency: 1, batchBlocks: 1 }, store.namespace('bundles'))
+    await connect(fetcher, publisher)
+    const controller = new AbortController()
+    fetcher.bundles.events.addEventListener('bundle:progress', (event) => {
+      if (event.detail.bytes > 300_000) controller.abort(new Error('simulated crash'))
+    })
+    await expect(fetcher.bundles.fetch(packed.cid, { declaredSize: packed.size, signal: controller.signal })).rejects.toThrow('simulated crash')
+    await fetcher.stop()
+    const before = await storedBlocks(store.namespace('bundles'))
+    await store.close()
+    const totalBlocks = (await storedBlocks(publisher.datastore)).blocks
+    expect(before.blocks).toBeGreaterThan(2)
+    expect(before.blocks).toBeLessThan(totalBlocks)
+
+    // restart on the same data directory
+    store = await openStore({ path: dir })
+    fetcher = await bundleNode({}, store.namespace('bundles'))
+    try {
+      await connect(fetcher, publisher)
+      const result = await fetcher.bundles.fetch(packed.cid, { declaredSize: packed.size })
+      expect(result.fetchedBlocks).toBe(totalBlocks - before.blocks)
+      expect(result.fetchedBytes).toBe(packed.size - before.bytes)
+      expect(sameFiles(await fetcher.bundles.files(packed.cid), files)).toBe(true)
+    } finally {
+      await fetcher.stop()
+      await store.close()
+    }
+  })
+
+  it('shares one transfer between concurrent fetches and returns at once when the bundle is held', async () => {
+    const publisher = await make()
+    const packed = await publisher.bundles.packFiles(randomFiles(2, 500_000))
+    const fetcher = await make()
+    await connect(fetcher, publisher)
+    const [a, b] = await Promise.all([
+      fetcher.bundles.fetch(packed.cid, { declaredSize: packed.size }),
+      fetcher.bundles.fetch(packed.cid, { declaredSize: packed.size })
+    ])
+    expect(a).toBe(b)
+    expect(fetcher.bundles.stats().fetchedBytes).toBe(packed.size)
+    const again = await fetcher.bundles.fetch(packed.cid, { declaredSize: packed.size })
+    expect(again.fetchedBytes).toBe(0)
+  })
+})
