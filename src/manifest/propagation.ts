@@ -150,6 +150,7 @@ class Propagation implements ManifestPropagation {
   private readonly pulling = new Map<string, Promise<number>>()
   private readonly rejected = new Set<string>()
   private readonly rejections?: CounterGroup
+  private readonly accepted?: CounterGroup
   private readonly shutdown = new AbortController()
   private started = false
 
@@ -164,6 +165,9 @@ class Propagation implements ManifestPropagation {
     this.controlSequence = init.controlSequence ?? (() => 0)
     this.rejections = components.libp2p.metrics?.registerCounterGroup('molt_manifest_rejections_total', {
       help: 'messages refused by manifest propagation, by reason'
+    })
+    this.accepted = components.libp2p.metrics?.registerCounterGroup('molt_manifest_accepted_total', {
+      help: 'manifests accepted, by how they arrived'
     })
     this.onConnection = this.onConnection.bind(this)
   }
@@ -338,6 +342,7 @@ class Propagation implements ManifestPropagation {
       case 'accepted':
         log('accepted manifest %d (%c) from %p by %s', manifest.body.version, manifest.cid, peer, source)
         this.events.safeDispatchEvent('manifest:accepted', { detail: { manifest, source, from: peer } })
+        this.accepted?.increment({ [source]: true })
         if (source === 'catch-up') {
           // peers in our mesh that missed the gossip get it now; those that saw it dedupe it
           void this.gossip(manifest)
@@ -452,6 +457,7 @@ class Propagation implements ManifestPropagation {
     const verdict = await chain.consider(manifest)
     if (verdict.kind === 'accepted') {
       this.events.safeDispatchEvent('manifest:accepted', { detail: { manifest, source: 'local' } })
+      this.accepted?.increment({ local: true })
     }
     if (verdict.kind === 'equivocation') {
       await this.announceFork(verdict.proof)

@@ -1,0 +1,316 @@
+/**
+ * `createMoltNode`: the one place that wires molt's parts together on a libp2p node.
+ *
+ * @packageDocumentation
+ */
+import { logger } from '@libp2p/logger'
+import { TypedEventEmitter } from 'main-event'
+import { createBundleService, type BundleService, type BundleServiceEvents } from '../bundle/index.ts'
+import {
+  createManifestPropagation, genesisManifest, openManifestChain,
+  type GenesisConfig, type ManifestChain, type ManifestPropagation, type PropagationEvents, type PropagationInit, type SignedManifest, type Verdict
+} from '../manifest/index.ts'
+import { assertLocalAddresses, createOverlay, InvalidOptionError, parseAddress, validateSystemName, type MoltLibp2p, type OverlayProfile } from '../overlay/index.ts'
+import { openStore, type MoltStore } from '../state/index.ts'
+import { loadIdentity } from './identity.ts'
+import type { CID } from 'multiformats/cid'
+import type { PeerId, PrivateKey } from '@libp2p/interface'
+import type { Libp2pOptions } from 'libp2p'
+
+const log = logger('molt:node')
+
+/**
+ * Options for {@link createMoltNode}.
+ */
+export interface MoltNodeOptions {
+  /** the system's genesis configuration: name, trust policy, genesis classes */
+  genesis: GenesisConfig
+
+  /**
+   * Data directory: the node's store (identity, manifests, bundles, peer store) lives here and
+   * survives restarts.
+   *
+   * @default none: an in-memory store, gone at stop
+   */
+  dataDir?: string
+
+  /**
+   * An already-open store to use instead of `dataDir` (e.g. one namespace of a store shared by an
+   * in-process testnet). The node does not close it.
+   */
+  store?: MoltStore
+
+  /**
+   * The user's own libp2p node, built with `moltServices()` among its services. The node does not
+   * stop it. When given, `profile`, `listen`, `privateKey` and `connectionGater` are not used.
+   */
+  libp2p?: MoltLibp2p
+
+  /**
+   * @default 'network'
+   */
+  profile?: OverlayProfile
+
+  /**
+   * Multiaddrs to listen on.
+   *
+   * @default ['/ip4/0.0.0.0/tcp/0'] (network) or ['/ip4/127.0.0.1/tcp/0'] (local)
+   */
+  listen?: string[]
+
+  /**
+   * The node's identity.
+   *
+   * @default the one stored in the data directory, made on first start
+   */
+  privateKey?: PrivateKey
+
+  /**
+   * Multiaddrs (with `/p2p/<peer id>`) dialled at start.
+   *
+   * @default []
+   */
+  bootstrap?: string[]
+
+  /**
+   * Connection gater for the libp2p node molt builds.
+   *
+   * @default allows every connection
+   */
+  connectionGater?: Libp2pOptions['connectionGater']
+
+  /**
+   * Whether the node fetches (and then serves) the bundles of every manifest it accepts.
+   *
+   * @default true
+   */
+  fetchBundles?: boolean
+
+  /**
+   * Tuning of manifest propagation.
+   *
+   * @default the defaults of each field
+   */
+  propagation?: Omit<PropagationInit, 'system'>
+}
+
+/**
+ * Every event a node emits; embedders, the CLI and the testnet read the same stream.
+ */
+export interface MoltNodeEvents extends PropagationEvents, BundleServiceEvents {}
+
+/**
+ * What `publish` reports.
+ */
+export interface PublishResult {
+  /** the manifest's body CID */
+  cid: CID
+  /** how the local chain took it */
+  verdict: Verdict['kind']
+}
+
+/**
+ * A snapshot of a node's state, as `molt status` shows it.
+ */
+export interface NodeStatus {
+  peerId: string
+  system: string
+  addresses: string[]
+  peers: number
+  version: number
+  head: string
+  halted?: { version: number, a: string, b: string }
+}
+
+/**
+ * A running molt node.
+ */
+export interface MoltNode extends TypedEventEmitter<MoltNodeEvents> {
+  readonly libp2p: MoltLibp2p
+  readonly peerId: PeerId
+  readonly system: string
+  readonly chain: ManifestChain
+  readonly bundles: BundleService
+  readonly propagation: ManifestPropagation
+
+  /** the highest accepted manifest */
+  head(): SignedManifest
+
+  /**
+   * Accepts a manifest locally and injects it into the network: gossip plus direct submission to
+   * every connected peer.
+   */
+  publish(manifest: SignedManifest): Promise<PublishResult>
+
+  /**
+   * Resolves with the peers whose head is at or past `version`, once at least `count` of the
+   * connected peers report it (asked directly, every `intervalMs`).
+   */
+  waitForAcceptance(version: number, count: number, options?: { signal?: AbortSignal, intervalMs?: number, onProgress?(accepted: number): void }): Promise<PeerId[]>
+
+  /** a snapshot of the node's state */
+  status(): NodeStatus
+
+  /** stops the node; every timer, stream and handle it opened is closed */
+  stop(): Promise<void>
+}
+
+class Node extends TypedEventEmitter<MoltNodeEvents> implements MoltNode {
+  constructor (
+    readonly libp2p: MoltLibp2p,
+    readonly system: string,
+    readonly chain: ManifestChain,
+    readonly bundles: BundleService,
+    readonly propagation: ManifestPropagation,
+    private readonly store: MoltStore,
+    private readonly owns: { libp2p: boolean, store: boolean }
+  ) {
+    super()
+  }
+
+  get peerId (): PeerId {
+    return this.libp2p.peerId
+  }
+
+  head (): SignedManifest {
+    return this.chain.head()
+  }
+
+  async publish (manifest: SignedManifest): Promise<PublishResult> {
+    const verdict = await this.propagation.publish(manifest)
+    return { cid: manifest.cid, verdict: verdict.kind }
+  }
+
+  async waitForAcceptance (version: number, count: number, options: { signal?: AbortSignal, intervalMs?: number, onProgress?(accepted: number): void } = {}): Promise<PeerId[]> {
+    const accepted = new Map<string, PeerId>()
+    while (true) {
+      options.signal?.throwIfAborted()
+      await Promise.allSettled(this.libp2p.getPeers().filter(p => !accepted.has(p.toString())).map(async peer => {
+        const head = await this.propagation.exchangeHeads(peer, options.signal)
+        if (head.version >= version) {
+          accepted.set(peer.toString(), peer)
+        }
+      }))
+      options.onProgress?.(accepted.size)
+      if (accepted.size >= count) {
+        return [...accepted.values()]
+      }
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(resolve, options.intervalMs ?? 250)
+        options.signal?.addEventListener('abort', () => {
+          clearTimeout(timer)
+          reject(options.signal?.reason)
+        }, { once: true })
+      })
+    }
+  }
+
+  status (): NodeStatus {
+    const head = this.chain.head()
+    const halt = this.chain.halt
+    return {
+      peerId: this.peerId.toString(),
+      system: this.system,
+      addresses: this.libp2p.getMultiaddrs().map(ma => ma.toString()),
+      peers: this.libp2p.getPeers().length,
+      version: head.body.version,
+      head: head.cid.toString(),
+      ...(halt != null ? { halted: { version: halt.version, a: halt.a.cid.toString(), b: halt.b.cid.toString() } } : {})
+    }
+  }
+
+  async stop (): Promise<void> {
+    await this.propagation.stop()
+    await this.bundles.stop()
+    if (this.owns.libp2p) {
+      await this.libp2p.stop()
+    }
+    if (this.owns.store) {
+      await this.store.close()
+    }
+  }
+}
+
+/**
+ * Creates and starts a molt node: opens its store, builds (or takes) its libp2p node, loads its
+ * manifest chain, and joins manifest propagation and bundle exchange.
+ */
+export async function createMoltNode (options: MoltNodeOptions): Promise<MoltNode> {
+  if (options == null || typeof options !== 'object') {
+    throw new InvalidOptionError('createMoltNode: options must be an object')
+  }
+  if (options.genesis == null) {
+    throw new InvalidOptionError('genesis: required (the system\'s genesis configuration)')
+  }
+  const system = validateSystemName(options.genesis.system)
+  if (options.bootstrap != null && !Array.isArray(options.bootstrap)) {
+    throw new InvalidOptionError('bootstrap: must be an array of multiaddr strings')
+  }
+  const bootstrap = (options.bootstrap ?? []).map(a => parseAddress(a, 'bootstrap'))
+  if (options.profile === 'local' && options.libp2p == null) {
+    assertLocalAddresses(bootstrap, 'bootstrap')
+  }
+  if (options.dataDir != null && options.store != null) {
+    throw new InvalidOptionError('dataDir and store: give one or the other')
+  }
+
+  const ownsStore = options.store == null
+  const store = options.store ?? await openStore(options.dataDir != null ? { path: options.dataDir } : { memory: true })
+  let libp2p: MoltLibp2p | undefined
+  try {
+    const genesis = await genesisManifest(options.genesis)
+    const chain = await openManifestChain({ datastore: store.namespace('manifests'), genesis })
+    libp2p = options.libp2p ?? await createOverlay({
+      system,
+      profile: options.profile,
+      listen: options.listen,
+      privateKey: options.privateKey ?? await loadIdentity(store.namespace('node')),
+      datastore: store.namespace('libp2p'),
+      connectionGater: options.connectionGater
+    })
+    const bundles = createBundleService({ libp2p, datastore: store.namespace('bundles') }, { system })
+    const propagation = createManifestPropagation({ libp2p, chain }, { ...options.propagation, system })
+    const node = new Node(libp2p, system, chain, bundles, propagation, store, { libp2p: options.libp2p == null, store: ownsStore })
+
+    forward(propagation.events, node, ['manifest:accepted', 'manifest:cosigned', 'manifest:rejected', 'rollout:halted'])
+    forward(bundles.events, node, ['bundle:fetched', 'bundle:progress', 'bundle:rejected-block'])
+    if (options.fetchBundles ?? true) {
+      node.addEventListener('manifest:accepted', (event) => {
+        for (const upgrade of event.detail.manifest.body.classUpgrades) {
+          bundles.fetch(upgrade.bundle, { declaredSize: upgrade.bundleSize }).catch(err => {
+            log('fetching bundle %c failed - %e', upgrade.bundle, err)
+          })
+        }
+      })
+    }
+
+    await bundles.start()
+    await propagation.start()
+    await Promise.allSettled(bootstrap.map(async ma => {
+      try {
+        await libp2p?.dial(ma)
+      } catch (err) {
+        log('could not dial bootstrap address %a - %e', ma, err)
+      }
+    }))
+    log('node %p started at version %d of %s', libp2p.peerId, chain.head().body.version, system)
+    return node
+  } catch (err) {
+    if (options.libp2p == null) {
+      await libp2p?.stop()
+    }
+    if (ownsStore) {
+      await store.close()
+    }
+    throw err
+  }
+}
+
+/** Re-dispatches a part's events on the node, so embedders read one stream. */
+function forward<E extends { [K in keyof E]: CustomEvent }> (from: TypedEventEmitter<E>, to: EventTarget, names: Array<keyof E & string>): void {
+  for (const name of names) {
+    from.addEventListener(name, (event) => {
+      to.dispatchEvent(new CustomEvent(name, { detail: event.detail }))
+    })
+  }
+}
