@@ -1,0 +1,171 @@
+/**
+ * `molt node` and `molt status`.
+ */
+import { chmod, mkdir } from 'node:fs/promises'
+import { resolve } from 'node:path'
+import { createMoltNode, type MoltNode, type NodeStatus } from '../node/index.ts'
+import { adminRequest, assertAdminSocketFree, startAdminServer, type AdminServer } from '../node/admin.ts'
+import { CliError, flag, list, readGenesis, required, str, UsageError, type CliIO, type Command, type ParsedArgs } from './util.ts'
+import type { OverlayProfile } from '../overlay/index.ts'
+
+export function profileOf (args: ParsedArgs): OverlayProfile {
+  const profile = str(args, 'profile') ?? 'network'
+  if (profile !== 'network' && profile !== 'local') {
+    throw new UsageError(`--profile: expected local or network, got ${JSON.stringify(profile)}`)
+  }
+  return profile
+}
+
+/** Resolves when the signal aborts (never without one). */
+export async function untilAborted (signal: AbortSignal | undefined): Promise<void> {
+  await new Promise<void>(resolve => {
+    if (signal == null) {
+      return
+    }
+    if (signal.aborted) {
+      resolve()
+      return
+    }
+    signal.addEventListener('abort', () => { resolve() }, { once: true })
+  })
+}
+
+/** Prints the node's lifecycle events as they happen. */
+function follow (node: MoltNode, io: CliIO): void {
+  node.addEventListener('manifest:accepted', (e) => {
+    const { manifest, source, from } = e.detail
+    io.out(`accepted version ${manifest.body.version} (${manifest.cid.toString()}) by ${source}${from != null ? ` from ${from.toString()}` : ''}`)
+  })
+  node.addEventListener('manifest:cosigned', (e) => {
+    io.out(`version ${e.detail.manifest.body.version} now has ${e.detail.manifest.signatures.length} signature(s)`)
+  })
+  node.addEventListener('rollout:halted', (e) => {
+    const { proof } = e.detail
+    io.out(`HALTED: two validly signed bodies at version ${proof.version}: ${proof.a.cid.toString()} and ${proof.b.cid.toString()}; the rollout stops until the root keys resolve it`)
+  })
+  node.addEventListener('bundle:fetched', (e) => {
+    io.out(`fetched bundle ${e.detail.cid.toString()} (${e.detail.size} bytes)`)
+  })
+}
+
+export const node: Command = {
+  summary: 'run a node until interrupted',
+  help: `Usage: molt node --genesis GENESIS --data DIR [--listen MULTIADDR]...
+                 [--bootstrap MULTIADDR]... [--profile local|network] [--pack DIR]...
+
+Runs a molt node of the system that GENESIS describes, keeping its identity,
+manifest chain and bundles in DIR, until SIGINT or SIGTERM (then it stops
+cleanly). It prints its peer id and addresses, and opens its admin socket,
+DIR/admin.sock, through which molt status and molt publish --data drive it.
+DIR is made readable by its owner only; a node already running on DIR is
+refused.
+
+Options:
+  --genesis GENESIS     the genesis configuration (molt init) (required)
+  --data DIR            the data directory (required)
+  --listen MULTIADDR    an address to listen on (repeatable; default
+                        /ip4/0.0.0.0/tcp/0, or /ip4/127.0.0.1/tcp/0 with
+                        --profile local)
+  --bootstrap MULTIADDR a peer to dial at start, with /p2p/<peer id>
+                        (repeatable)
+  --profile PROFILE     network (default) or local: a testnet on one machine
+                        (loopback only; relaxations a real network must not use)
+  --pack DIR            pack this bundle directory into the node's store and
+                        serve it (e.g. the genesis bundle); prints CID:SIZE
+  -h, --help            show this help`,
+  options: {
+    genesis: { type: 'string' },
+    data: { type: 'string' },
+    listen: { type: 'string', multiple: true },
+    bootstrap: { type: 'string', multiple: true },
+    profile: { type: 'string' },
+    pack: { type: 'string', multiple: true }
+  },
+  async run (args, io) {
+    const genesisPath = required(args, 'genesis', 'the genesis configuration')
+    const dataDir = resolve(required(args, 'data', 'the data directory'))
+    const profile = profileOf(args)
+    const listen = list(args, 'listen')
+    const genesis = await readGenesis(genesisPath)
+    try {
+      await mkdir(dataDir, { recursive: true, mode: 0o700 })
+      await chmod(dataDir, 0o700)
+    } catch (err) {
+      throw new CliError(`${dataDir}: cannot make it the data directory (${(err as Error).message})`)
+    }
+    await assertAdminSocketFree(dataDir)
+    const moltNode = await createMoltNode({
+      genesis,
+      dataDir,
+      profile,
+      ...(listen.length > 0 ? { listen } : {}),
+      bootstrap: list(args, 'bootstrap')
+    })
+    let admin: AdminServer | undefined
+    try {
+      admin = await startAdminServer(moltNode, { dataDir })
+      follow(moltNode, io)
+      const status = moltNode.status()
+      io.out(`peer ${status.peerId}`)
+      io.out(`system ${status.system} at version ${status.version} (${status.head})`)
+      for (const address of status.addresses) {
+        io.out(`listening ${address}`)
+      }
+      for (const dir of list(args, 'pack')) {
+        const packed = await moltNode.bundles.pack(resolve(dir))
+        io.out(`packed ${dir}: ${packed.cid.toString()}:${packed.size}`)
+      }
+      if (status.halted != null) {
+        io.out(`HALTED at version ${status.halted.version}: ${status.halted.a} and ${status.halted.b}`)
+      }
+      io.out(`admin ${admin.socketPath}`)
+      await untilAborted(io.signal)
+      io.err('molt: node: stopping')
+    } finally {
+      await admin?.close()
+      await moltNode.stop()
+    }
+    return 0
+  }
+}
+
+export function printStatus (status: NodeStatus, io: CliIO): void {
+  io.out(`peer       ${status.peerId}`)
+  io.out(`system     ${status.system}`)
+  io.out(`version    ${status.version}`)
+  io.out(`head       ${status.head}`)
+  io.out(`peers      ${status.peers}`)
+  for (const address of status.addresses) {
+    io.out(`address    ${address}`)
+  }
+  if (status.halted != null) {
+    io.out(`HALTED     equivocation at version ${status.halted.version}: ${status.halted.a} and ${status.halted.b} are both validly signed; the rollout is halted until the root keys resolve it`)
+  } else {
+    io.out('rollout    running')
+  }
+}
+
+export const status: Command = {
+  summary: 'show a running node\'s state',
+  help: `Usage: molt status --data DIR [--json]
+
+Asks the node running on DIR (through its admin socket) for its peer id,
+system, version and head, connected peers, addresses, and whether its rollout
+is halted (with the two manifest CIDs that prove the equivocation).
+
+Options:
+  --data DIR   the node's data directory (required)
+  --json       print JSON instead
+  -h, --help   show this help`,
+  options: { data: { type: 'string' }, json: { type: 'boolean' } },
+  async run (args, io) {
+    const dataDir = required(args, 'data', 'the node\'s data directory')
+    const s = await adminRequest(dataDir, { op: 'status' })
+    if (flag(args, 'json')) {
+      io.out(JSON.stringify(s, null, 2))
+    } else {
+      printStatus(s, io)
+    }
+    return 0
+  }
+}
