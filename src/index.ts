@@ -69,3 +69,78 @@ export type {
   Head
 } from './manifest/index.ts'
 export type * from './manifest/types.ts'
+export { createMoltNode } from './node/index.ts'
+export type { MoltNode, MoltNodeEvents, MoltNodeOptions, NodeStatus, PublishResult } from './node/index.ts'
+export {
+  startAdminServer,
+  adminRequest,
+  assertAdminSocketFree,
+  adminSocketPath,
+  adminTokenPath,
+  AdminError,
+  AdminUnavailableError,
+  AdminUnauthorizedError,
+  AdminBadRequestError,
+  AdminRequestTooLargeError,
+  AdminSocketInUseError,
+  PublishRefusedError,
+  AdminTimeoutError,
+  AdminRemoteError
+} from './node/admin.ts'
+export type {
+  AdminServer,
+  AdminServerOptions,
+  AdminRequest,
+  AdminRequestOptions,
+  AdminResults,
+  AdminProgress,
+  AdminVerifyResult,
+  AdminPublishResult
+} from './node/admin.ts'
+export {
+  createBundleService,
+  BUNDLE_FORMAT,
+  CHUNK_SIZE
+} from './bundle/index.ts'
+export * from './bundle/errors.ts'
+export type {
+  BundleService,
+  BundleServiceComponents,
+  BundleServiceEvents,
+  BundleServiceInit,
+  BundleRoot,
+  BundleRecord,
+  BundleStats,
+  FetchOptions,
+  FetchResult,
+  FileEntry,
+  GcOptions,
+  GcResult,
+  PackOptions,
+  PackResult
+} from './bundle/index.ts'
+export {
+  createUpgradeLayer,
+  isRetryable,
+  rpcProtocol,
+  LayerError,
+  UpgradingError,
+  VersionRetiredError,
+  VersionUnknownError,
+  SimulationRefusedError,
+  RemoteError,
+  CallTimeoutError,
+  RpcDecodeError
+} from './layer/index.ts'
+export type {
+  UpgradeLayer,
+  UpgradeLayerComponents,
+  UpgradeLayerEvents,
+  UpgradeLayerInit,
+  CallOptions,
+  DispatchTarget,
+  Invoke,
+  InvokeRequest,
+  LayerState,
+  VersionSeen
+} from './layer/index.ts'
