@@ -18,6 +18,18 @@ function quantile (sorted: number[], q: number): number {
 
 const round = (x: number): number => Math.round(x * 10) / 10
 
+/** A seeded generator (mulberry32), so every run builds the same topology. */
+function seeded (seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6D2B79F5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
 const bench: Benchmark = async (flags) => {
   const n = Number(flags.nodes ?? 100)
   const cold = flags.cold === true
@@ -30,6 +42,7 @@ const bench: Benchmark = async (flags) => {
   const genesis = await makeGenesis(keys, 'bench')
   const [manifest] = await buildChain(genesis, keys.release.slice(0, 2), 1)
   const nodes: MoltNode[] = []
+  const random = seeded(Number(flags.seed ?? 1))
   const rawTopic = '/bench/raw/1'
   try {
     for (let i = 0; i < n; i++) {
@@ -42,10 +55,10 @@ const bench: Benchmark = async (flags) => {
       node.libp2p.services.pubsub.subscribe(rawTopic)
       // each node dials up to 4 earlier ones, as DESIGN.md's measurement did
       const targets = new Set<number>()
-      for (let d = 1; targets.size < Math.min(4, i); d++) targets.add((i * 7919 + d * 31) % i)
+      while (targets.size < Math.min(4, i)) targets.add(Math.floor(random() * i))
       await Promise.all([...targets].map(async t => { await node.libp2p.dial(nodes[t]!.libp2p.getMultiaddrs()) }))
       nodes.push(node)
-      if ((i + 1) % 10 === 0) process.stderr.write(`started ${i + 1}/${n} nodes\n`)
+      if ((i + 1) % 10 === 0) process.stderr.write(`started ${i + 1}/${n} nodes at ${Math.round(performance.now())} ms, ${node.libp2p.getConnections().length} connections on the last\n`)
     }
     await new Promise(resolve => setTimeout(resolve, settleMs))
     process.stderr.write('publishing\n')
