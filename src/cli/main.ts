@@ -139,12 +139,18 @@ function isEntry (): boolean {
 
 if (isEntry()) {
   const controller = new AbortController()
-  let interrupted = 0
+  let firstSignalAt = 0
   const onSignal = (signal: NodeJS.Signals): void => {
-    if (++interrupted > 1) {
+    // started through bin/molt.js on an older Node, a terminal's or pkill's signal reaches this
+    // process twice (directly and forwarded by the launcher): only a later repeat means "now"
+    if (firstSignalAt !== 0 && Date.now() - firstSignalAt < 1000) {
+      return
+    }
+    if (firstSignalAt !== 0) {
       process.stderr.write(`molt: ${signal} again: exiting at once\n`)
       process.exit(130)
     }
+    firstSignalAt = Date.now()
     controller.abort(new Error(`interrupted by ${signal}`))
   }
   process.on('SIGINT', onSignal)

@@ -4,14 +4,14 @@
  */
 import { resolve } from 'node:path'
 import { peerIdFromString } from '@libp2p/peer-id'
-import { encodeSignedManifest, type ManifestBody, type SignedManifest } from '../manifest/index.ts'
+import { encodeSignedManifest, signManifest, type ManifestBody, type SignedManifest } from '../manifest/index.ts'
 import { createMoltNode, type MoltNode } from '../node/index.ts'
 import { adminRequest, AdminTimeoutError } from '../node/admin.ts'
 import { parseAddress } from '../overlay/index.ts'
 import { buildManifest, classUpgrades, signWith, UPGRADE_OPTIONS } from './manifest.ts'
 import { profileOf } from './node.ts'
 import {
-  b64, CliError, int, list, parseCid, parseClassPair, readGenesis, readManifest, seconds, str, UsageError,
+  b64, CliError, int, list, parseCid, parseClassPair, readGenesis, readManifest, readPrivateKey, seconds, str, UsageError,
   type CliIO, type Command, type ParsedArgs
 } from './util.ts'
 import type { PeerId } from '@libp2p/interface'
@@ -56,6 +56,8 @@ async function prepare (args: ParsedArgs, plan: Plan, head: Head, pack: (dir: st
     const manifest = await signWith(await readManifest(plan.manifestFile), plan.keys)
     return { manifest }
   }
+  // read every key before packing: a bad key file must change nothing on the node
+  const keys = await Promise.all(plan.keys.map(async path => await readPrivateKey(path)))
   const bundle = await pack(plan.bundleDir as string)
   io.err(`molt: publish: packed ${plan.bundleDir as string}: ${bundle.cid.toString()} (${bundle.size} bytes)`)
   const body: ManifestBody = {
@@ -65,7 +67,10 @@ async function prepare (args: ParsedArgs, plan: Plan, head: Head, pack: (dir: st
     classUpgrades: classUpgrades(args, list(args, 'class').map(c => ({ ...parseClassPair(c, '--class'), bundle: bundle.cid, bundleSize: bundle.size }))),
     createdAt: int(args, 'created-at', Date.now())
   }
-  const manifest = await signWith(await buildManifest(body), plan.keys)
+  let manifest = await buildManifest(body)
+  for (const key of keys) {
+    manifest = await signManifest(manifest, key)
+  }
   return { manifest, bundle }
 }
 
