@@ -1,0 +1,147 @@
+/**
+ * What the upgrade manager drives and remembers.
+ */
+import type { CID } from 'multiformats/cid'
+
+/**
+ * The steps of one node's upgrade, in order (decisions 8 and 9). Each is persisted before its
+ * work starts, so a crash anywhere resumes at the step it interrupted.
+ */
+export type UpgradePhase =
+  | 'accepted'
+  | 'fetched'
+  | 'future-installed'
+  | 'waiting'
+  | 'quiescing'
+  | 'stopped'
+  | 'transforming'
+  | 'checking'
+  | 'admitted'
+
+/** Every phase, in order. */
+export const UPGRADE_PHASES: readonly UpgradePhase[] = [
+  'accepted', 'fetched', 'future-installed', 'waiting', 'quiescing', 'stopped', 'transforming', 'checking', 'admitted'
+]
+
+/**
+ * One version of this node's class and the bundle that implements it.
+ */
+export interface Incarnation {
+  /** system version */
+  version: number
+  /** class name */
+  class: string
+  /** the class's bundle at that version */
+  bundle: CID
+}
+
+/**
+ * A range of old versions answered by one past-SO: the `pastSO` export of `bundle` implements
+ * every version from `from` to `to` (they ran the same code), by calling the next link.
+ */
+export interface PastLink {
+  from: number
+  to: number
+  bundle: CID
+}
+
+/**
+ * A future-SO: the `futureSO` export of `bundle` implements `version` by calling the next-older
+ * link (or the current object).
+ */
+export interface FutureLink {
+  version: number
+  bundle: CID
+}
+
+/**
+ * What the runtime must run: the current object and its SO chains.
+ */
+export interface RunSpec {
+  current: Incarnation
+  /** newest first: the first link calls the current object */
+  past: PastLink[]
+  /** oldest first: the first link calls the current object */
+  future: FutureLink[]
+}
+
+/**
+ * What a TF run gets, by namespace name of the node's store.
+ */
+export interface TransformRequest {
+  /** the bundle whose `transform` (or `reverseTransform`) runs */
+  bundle: CID
+  /** run the reverse TF instead */
+  reverse: boolean
+  /** the old version's state, read only */
+  from: string
+  /** the future-SO's persisted state, read only */
+  futureState: string
+  /** the fresh namespace to write; the manager empties it first */
+  to: string
+  /** the upgrade's fixed clock */
+  now: number
+  /** seed of the upgrade's random source */
+  seed: number
+  signal: AbortSignal
+}
+
+/**
+ * The outcome of the checks before admission.
+ */
+export interface CheckReport {
+  ok: boolean
+  /** why not */
+  failures: string[]
+}
+
+/**
+ * What the manager needs of whoever runs app code (the isolated host, wired by the node).
+ */
+export interface UpgradeRuntime {
+  /** (re)starts the app with this object and SO chains, ending what ran before */
+  run(spec: RunSpec, signal: AbortSignal): Promise<void>
+  /** adds a future-SO link to what runs now */
+  installFuture(link: FutureLink, signal: AbortSignal): Promise<void>
+  /** asks the running object to reach an update point; host timers stop */
+  quiesce(signal: AbortSignal): Promise<void>
+  /** ends the running object (its worker) */
+  stop(): Promise<void>
+  /** runs a TF; throws when it throws or overruns */
+  transform(request: TransformRequest): Promise<void>
+  /** health check of the running object */
+  health(signal: AbortSignal): Promise<CheckReport>
+  /** the `invariants` of `bundle` on the state in `namespace` */
+  invariants(bundle: CID, namespace: string, signal: AbortSignal): Promise<CheckReport>
+}
+
+/**
+ * What the node's layer must answer, derived from the manager's state.
+ */
+export interface ServingState {
+  version: number
+  class: string
+  minimumVersion: number
+  /** every old version still answered through a past-SO */
+  past: number[]
+  /** versions answered through installed future-SOs */
+  future: number[]
+  /** true from quiesce until the new (or restored old) version takes traffic */
+  quiescing: boolean
+}
+
+/**
+ * One line of a node's upgrade history.
+ */
+export interface HistoryEntry {
+  /** milliseconds since the epoch */
+  at: number
+  /** what happened */
+  event: 'upgraded' | 'advanced' | 'rolled-back' | 'postponed' | 'reversed'
+  from: number
+  to: number
+  /** the error's name, for failures */
+  reason?: string
+  /** the error's message, for failures */
+  detail?: string
+}
