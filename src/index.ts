@@ -32,6 +32,15 @@ export {
   genesisManifest,
   genesisToJSON,
   genesisFromJSON,
+  // control messages
+  createControl,
+  signControl,
+  verifyControl,
+  encodeSignedControl,
+  decodeSignedControl,
+  openControlLog,
+  CONTROL_SIGNING_DOMAIN,
+  ConflictingControlError,
   // chain and propagation
   openManifestChain,
   createManifestPropagation,
@@ -66,7 +75,13 @@ export type {
   PropagationEvents,
   PropagationInit,
   Verdict,
-  Head
+  Head,
+  ControlAction,
+  ControlBody,
+  ControlLog,
+  ControlVerdict,
+  RolloutControl,
+  SignedControl
 } from './manifest/index.ts'
 export type * from './manifest/types.ts'
 export { createMoltNode } from './node/index.ts'
@@ -144,3 +159,39 @@ export type {
   LayerState,
   VersionSeen
 } from './layer/index.ts'
+export {
+  createUpgradeManager,
+  appNamespace,
+  futureNamespace,
+  UPGRADE_PHASES,
+  UpgradeError,
+  TransformFailedError,
+  HealthCheckFailedError,
+  InvariantFailedError,
+  StartFailedError,
+  QuiesceTimeoutError,
+  InsufficientSpaceError,
+  NoReverseTransformError,
+  ManagerStateError,
+  CrashPointError
+} from './manager/index.ts'
+export type {
+  UpgradeManager,
+  UpgradeManagerComponents,
+  UpgradeManagerEvents,
+  UpgradeManagerInit,
+  UpgradeRuntime,
+  UpgradePhase,
+  ScheduleHook,
+  CrashPoint,
+  Incarnation,
+  PastLink,
+  FutureLink,
+  RunSpec,
+  TransformRequest,
+  CheckReport,
+  ServingState,
+  HistoryEntry
+} from './manager/index.ts'
+export type * from './host/model.ts'
+export { MOLT_APP_API } from './host/model.ts'

@@ -64,14 +64,21 @@ export function validatePolicy (policy: TrustPolicy): void {
 }
 
 /**
+ * The signatures after adding this key's over `domain` ‖ `cid` (replacing an earlier one by the
+ * same key).
+ */
+export async function signBody (domain: string, cid: CID, signatures: ManifestSignature[], privateKey: PrivateKey): Promise<ManifestSignature[]> {
+  const publicKey = publicKeyToProtobuf(privateKey.publicKey)
+  const signature = await privateKey.sign(signingMessage(domain, cid))
+  return [...signatures.filter(s => keyId(s.publicKey) !== keyId(publicKey)), { publicKey, signature }]
+}
+
+/**
  * Adds this key's signature (replacing an earlier one by the same key). Signing is offline and
  * incremental: co-signers each add theirs to the same body, whose CID never changes.
  */
 export async function signManifest (manifest: SignedManifest, privateKey: PrivateKey): Promise<SignedManifest> {
-  const publicKey = publicKeyToProtobuf(privateKey.publicKey)
-  const signature = await privateKey.sign(signingMessage(MANIFEST_SIGNING_DOMAIN, manifest.cid))
-  const others = manifest.signatures.filter(s => keyId(s.publicKey) !== keyId(publicKey))
-  return { ...manifest, signatures: [...others, { publicKey, signature }] }
+  return { ...manifest, signatures: await signBody(MANIFEST_SIGNING_DOMAIN, manifest.cid, manifest.signatures, privateKey) }
 }
 
 /**
@@ -92,27 +99,20 @@ function signersIn (role: KeyRole, signers: Set<string>): number {
 }
 
 /**
- * Verifies a manifest's signatures under the policy in force for its version. Every signature
- * must verify and come from a key the policy (or, for a policy change, the new policy's root role)
- * names; the release threshold must be met by distinct keys; a policy change also needs the old
- * and the new root thresholds.
+ * Verifies detached signatures over `domain` ‖ `cid`: every one must verify and come from a key
+ * the policy names (or one of `alsoKnown`), and distinct release keys must reach the release
+ * threshold.
  *
  * @returns the distinct keys that signed
  */
-export async function verifyManifest (manifest: SignedManifest, policy: TrustPolicy): Promise<Set<string>> {
-  const known = new Set([...policy.root.keys, ...policy.release.keys].map(keyId))
-  if (manifest.body.policy != null) {
-    validatePolicy(manifest.body.policy)
-    for (const k of manifest.body.policy.root.keys) {
-      known.add(keyId(k))
-    }
-  }
-  const message = signingMessage(MANIFEST_SIGNING_DOMAIN, manifest.cid)
+export async function verifySignatures (domain: string, cid: CID, signatures: ManifestSignature[], policy: TrustPolicy, what: string, alsoKnown: Uint8Array[] = []): Promise<Set<string>> {
+  const known = new Set([...policy.root.keys, ...policy.release.keys, ...alsoKnown].map(keyId))
+  const message = signingMessage(domain, cid)
   const signers = new Set<string>()
-  for (const [i, s] of manifest.signatures.entries()) {
+  for (const [i, s] of signatures.entries()) {
     const id = keyId(s.publicKey)
     if (!known.has(id)) {
-      throw new UnknownKeyError(`signature ${i}: key ${id.slice(0, 16)}… is not in the trust policy`)
+      throw new UnknownKeyError(`${what}: signature ${i} is by key ${id.slice(0, 16)}…, which the trust policy does not name`)
     }
     let ok = false
     try {
@@ -121,19 +121,34 @@ export async function verifyManifest (manifest: SignedManifest, policy: TrustPol
       ok = false
     }
     if (!ok) {
-      throw new BadSignatureError(`signature ${i}: does not verify for manifest ${manifest.cid.toString()}`)
+      throw new BadSignatureError(`${what}: signature ${i} does not verify for ${cid.toString()}`)
     }
     signers.add(id)
   }
   const release = signersIn(policy.release, signers)
   if (release < policy.release.threshold) {
-    throw new BelowThresholdError(`manifest ${manifest.body.version}: ${release} of the ${policy.release.threshold} release signatures needed`)
+    throw new BelowThresholdError(`${what}: ${release} of the ${policy.release.threshold} release signatures needed`)
   }
-  if (manifest.body.policy != null) {
+  return signers
+}
+
+/**
+ * Verifies a manifest's signatures under the policy in force for its version
+ * ({@link verifySignatures}); a policy change also needs the old and the new root thresholds.
+ *
+ * @returns the distinct keys that signed
+ */
+export async function verifyManifest (manifest: SignedManifest, policy: TrustPolicy): Promise<Set<string>> {
+  const change = manifest.body.policy
+  if (change != null) {
+    validatePolicy(change)
+  }
+  const signers = await verifySignatures(MANIFEST_SIGNING_DOMAIN, manifest.cid, manifest.signatures, policy, `manifest ${manifest.body.version}`, change?.root.keys)
+  if (change != null) {
     const oldRoot = signersIn(policy.root, signers)
-    const newRoot = signersIn(manifest.body.policy.root, signers)
-    if (oldRoot < policy.root.threshold || newRoot < manifest.body.policy.root.threshold) {
-      throw new PolicyChangeRefusedError(`manifest ${manifest.body.version} changes the trust policy: it has ${oldRoot} of ${policy.root.threshold} current root signatures and ${newRoot} of ${manifest.body.policy.root.threshold} new root signatures`)
+    const newRoot = signersIn(change.root, signers)
+    if (oldRoot < policy.root.threshold || newRoot < change.root.threshold) {
+      throw new PolicyChangeRefusedError(`manifest ${manifest.body.version} changes the trust policy: it has ${oldRoot} of ${policy.root.threshold} current root signatures and ${newRoot} of ${change.root.threshold} new root signatures`)
     }
   }
   return signers

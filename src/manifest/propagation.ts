@@ -12,10 +12,11 @@ import { RateLimiter } from '@libp2p/utils'
 import { TypedEventEmitter } from 'main-event'
 import { handleRequests, protocolId, sendRequest, type MoltLibp2p } from '../overlay/index.ts'
 import { decodeSignedManifest, encodeSignedManifest, MAX_MANIFEST_BYTES } from './codec.ts'
-import { ReplayedManifestError } from './errors.ts'
+import { decodeSignedControl, encodeSignedControl, MAX_CONTROL_BYTES, type ControlLog, type ControlVerdict, type SignedControl } from './control.ts'
+import { ManifestError, ReplayedManifestError } from './errors.ts'
 import {
   decodeAnnounce, decodeHead, decodeManifestReply, decodeManifestRequest, encodeAnnounce, encodeHead,
-  encodeManifestReply, encodeManifestRequest, type Head
+  encodeManifestReply, encodeManifestRequest, type AnnounceMessage, type Head
 } from './wire.ts'
 import type { ManifestChain, Verdict } from './chain.ts'
 import type { ForkProof, SignedManifest } from './types.ts'
@@ -38,6 +39,8 @@ export interface PropagationEvents {
   'manifest:cosigned': CustomEvent<{ manifest: SignedManifest, from?: PeerId }>
   /** a peer sent something invalid; nothing was stored or forwarded */
   'manifest:rejected': CustomEvent<{ peer: PeerId, reason: string, error: Error }>
+  /** a control message was verified and applied */
+  'control:accepted': CustomEvent<{ control: SignedControl, source: ManifestSource, from?: PeerId }>
   /** two validly signed bodies exist at one version: the rollout is halted */
   'rollout:halted': CustomEvent<{ proof: ForkProof }>
 }
@@ -48,6 +51,7 @@ export interface PropagationEvents {
 export interface PropagationComponents {
   libp2p: MoltLibp2p
   chain: ManifestChain
+  controls: ControlLog
 }
 
 /**
@@ -84,13 +88,6 @@ export interface PropagationInit {
    * @default 30
    */
   pullsPerMinute?: number
-
-  /**
-   * The highest control-message sequence this node has applied, carried in heads.
-   *
-   * @default () => 0
-   */
-  controlSequence?: () => number
 }
 
 /**
@@ -107,10 +104,11 @@ export interface ManifestPropagation extends Startable {
   publish(manifest: SignedManifest): Promise<Verdict>
 
   /**
-   * A higher version was seen in a status record or a call label from `peer`: a hint, never
-   * trusted. Starts a rate-limited pull whose manifests are verified one by one.
+   * A higher version (or control sequence) was seen in a head, a status record or a call label
+   * from `peer`: a hint, never trusted. Starts a rate-limited pull whose manifests and control
+   * messages are verified one by one.
    */
-  hint(peer: PeerId, version: number): void
+  hint(peer: PeerId, version: number, control?: number): void
 
   /**
    * Exchanges heads with a peer and returns theirs.
@@ -118,10 +116,16 @@ export interface ManifestPropagation extends Startable {
   exchangeHeads(peer: PeerId, signal?: AbortSignal): Promise<Head>
 
   /**
-   * Pulls missing manifests from a peer now (still rate limited). Resolves with how many were
-   * accepted.
+   * Pulls missing manifests, then missing control messages, from a peer now (still rate
+   * limited). Resolves with how many were accepted.
    */
   pull(peer: PeerId, signal?: AbortSignal): Promise<number>
+
+  /**
+   * Applies a control message locally, gossips it, and submits it directly to every connected
+   * peer.
+   */
+  publishControl(control: SignedControl): Promise<ControlVerdict>
 }
 
 /**
@@ -129,6 +133,18 @@ export interface ManifestPropagation extends Startable {
  */
 export function announceTopic (system: string): string {
   return `/molt/${system}/announce/1`
+}
+
+/** What became of one message. */
+type Outcome = 'accepted' | 'cosigned' | 'ignored' | 'ahead' | 'rejected' | 'fork'
+
+/**
+ * Two validly signed control messages share one sequence number: the release keys signed
+ * conflicting orders. The first one stays; the second is refused.
+ */
+export class ConflictingControlError extends ManifestError {
+  static override readonly name = 'ConflictingControlError'
+  override readonly name = 'ConflictingControlError'
 }
 
 /** A pull reply holds at most this many manifests, each at most MAX_MANIFEST_BYTES. */
@@ -146,7 +162,7 @@ class Propagation implements ManifestPropagation {
   private readonly pullBatch: number
   private readonly perPeer: RateLimiter
   private readonly global: RateLimiter
-  private readonly controlSequence: () => number
+  private readonly controlProtocol: string
   private readonly pulling = new Map<string, Promise<number>>()
   private readonly rejected = new Set<string>()
   private readonly rejections?: CounterGroup
@@ -162,7 +178,7 @@ class Propagation implements ManifestPropagation {
     this.pullBatch = Math.min(init.pullBatch ?? 16, MAX_PULL_BATCH)
     this.perPeer = new RateLimiter({ points: init.pullsPerPeerPerMinute ?? 6, duration: 60 })
     this.global = new RateLimiter({ points: init.pullsPerMinute ?? 30, duration: 60 })
-    this.controlSequence = init.controlSequence ?? (() => 0)
+    this.controlProtocol = protocolId(init.system, 'controls')
     this.rejections = components.libp2p.metrics?.registerCounterGroup('molt_manifest_rejections_total', {
       help: 'messages refused by manifest propagation, by reason'
     })
@@ -192,6 +208,16 @@ class Propagation implements ManifestPropagation {
       const { from, limit } = decodeManifestRequest(request)
       return encodeManifestReply(this.range(from, Math.min(limit, MAX_PULL_BATCH)))
     }, { maxRequestBytes: 64, maxResponseBytes: MAX_PULL_BATCH * MAX_MANIFEST_BYTES + 64 })
+    await handleRequests(libp2p, this.controlProtocol, async (request) => {
+      const { from, limit } = decodeManifestRequest(request)
+      const out: Uint8Array[] = []
+      for (let seq = from; seq < from + Math.min(limit, MAX_PULL_BATCH); seq++) {
+        const c = this.components.controls.get(seq)
+        if (c == null) break
+        out.push(encodeSignedControl(c))
+      }
+      return encodeManifestReply(out)
+    }, { maxRequestBytes: 64, maxResponseBytes: MAX_PULL_BATCH * MAX_CONTROL_BYTES + 64 })
     libp2p.addEventListener('connection:open', this.onConnection)
     this.started = true
     // peers already connected (a user-supplied libp2p node) never fire connection:open
@@ -209,12 +235,13 @@ class Propagation implements ManifestPropagation {
     libp2p.services.pubsub.unsubscribe(this.topic)
     await libp2p.unhandle(this.headProtocol)
     await libp2p.unhandle(this.pullProtocol)
+    await libp2p.unhandle(this.controlProtocol)
     await Promise.allSettled(this.pulling.values())
   }
 
   private head (): Head {
     const head = this.components.chain.head()
-    return { version: head.body.version, cid: head.cid, control: this.controlSequence() }
+    return { version: head.body.version, cid: head.cid, control: this.components.controls.state().seq }
   }
 
   private range (from: number, limit: number): Uint8Array[] {
@@ -257,13 +284,13 @@ class Propagation implements ManifestPropagation {
   }
 
   private compareHead (peer: PeerId, theirs: Head): void {
-    if (theirs.version > this.components.chain.head().body.version) {
-      this.hint(peer, theirs.version)
+    if (theirs.version > this.components.chain.head().body.version || theirs.control > this.components.controls.state().seq) {
+      this.hint(peer, theirs.version, theirs.control)
     }
   }
 
-  hint (peer: PeerId, version: number): void {
-    if (!this.started || version <= this.components.chain.head().body.version) {
+  hint (peer: PeerId, version: number, control: number = 0): void {
+    if (!this.started || (version <= this.components.chain.head().body.version && control <= this.components.controls.state().seq)) {
       return
     }
     this.pull(peer).catch(err => {
@@ -293,28 +320,40 @@ class Propagation implements ManifestPropagation {
   }
 
   private async runPull (peer: PeerId, signal: AbortSignal): Promise<number> {
-    const { chain, libp2p } = this.components
+    const { chain, controls } = this.components
+    // manifests first: the policy control messages are verified under comes from the chain
+    const manifests = await this.pullLog(peer, signal, this.pullProtocol, MAX_MANIFEST_BYTES, () => chain.head().body.version + 1, async (bytes) => await this.consider(peer, bytes, 'catch-up'))
+    const controlled = await this.pullLog(peer, signal, this.controlProtocol, MAX_CONTROL_BYTES, () => controls.state().seq + 1, async (bytes) => await this.considerControl(peer, bytes, 'catch-up'))
+    return manifests + controlled
+  }
+
+  /**
+   * Pulls consecutive entries of a log (the chain, the control log) from `next()` on, verifying
+   * each as it comes; stops at the first invalid one, at the catch-up depth, or when the peer
+   * has no more.
+   */
+  private async pullLog (peer: PeerId, signal: AbortSignal, protocol: string, maxEntryBytes: number, next: () => number, consider: (bytes: Uint8Array) => Promise<Outcome>): Promise<number> {
     let accepted = 0
+    const maxReply = MAX_PULL_BATCH * maxEntryBytes + 64
     while (accepted < this.maxCatchUpDepth && !signal.aborted) {
-      const from = chain.head().body.version + 1
       const limit = Math.min(this.pullBatch, this.maxCatchUpDepth - accepted)
-      const reply = await sendRequest(libp2p, peer, this.pullProtocol, encodeManifestRequest({ from, limit }), {
+      const reply = await sendRequest(this.components.libp2p, peer, protocol, encodeManifestRequest({ from: next(), limit }), {
         signal: AbortSignal.any([signal, AbortSignal.timeout(10_000)]),
-        maxResponseBytes: MAX_PULL_BATCH * MAX_MANIFEST_BYTES + 64
+        maxResponseBytes: maxReply
       })
       let encoded: Uint8Array[]
       try {
-        encoded = decodeManifestReply(reply, MAX_PULL_BATCH * MAX_MANIFEST_BYTES + 64, limit)
+        encoded = decodeManifestReply(reply, maxReply, limit)
       } catch (err) {
         this.reject(peer, err as Error, reply)
         return accepted
       }
       for (const bytes of encoded) {
-        const outcome = await this.consider(peer, bytes, 'catch-up')
+        const outcome = await consider(bytes)
         if (outcome === 'accepted') {
           accepted++
         } else if (outcome !== 'ignored' && outcome !== 'cosigned') {
-          // a peer that serves an invalid or forked chain gets no further trust in this pull
+          // a peer that serves an invalid or forked log gets no further trust in this pull
           return accepted
         }
       }
@@ -326,9 +365,50 @@ class Propagation implements ManifestPropagation {
   }
 
   /**
+   * Runs one encoded control message through the control log, emitting the events.
+   */
+  private async considerControl (peer: PeerId | undefined, bytes: Uint8Array, source: ManifestSource): Promise<Outcome> {
+    const { chain, controls } = this.components
+    let control: SignedControl
+    try {
+      control = await decodeSignedControl(bytes)
+      const verdict = await controls.consider(control, chain.policyFor(chain.head().body.version + 1))
+      switch (verdict.kind) {
+        case 'accepted':
+          log('applied control %d (%s, scope %d) from %p by %s', control.body.seq, control.body.action.type, control.body.scope, peer, source)
+          this.events.safeDispatchEvent('control:accepted', { detail: { control, source, ...(peer != null ? { from: peer } : {}) } })
+          if (source === 'catch-up') {
+            void this.gossipBytes({ type: 'control', control: bytes })
+          }
+          return 'accepted'
+        case 'old':
+          if (source === 'gossip' && peer != null) {
+            this.reject(peer, new ReplayedManifestError(`control ${control.body.seq} replayed; applied up to ${controls.state().seq}`), bytes)
+          }
+          return 'ignored'
+        case 'conflict':
+          if (peer != null) {
+            this.reject(peer, new ConflictingControlError(`a second validly signed control message at sequence ${control.body.seq}`), bytes)
+          }
+          return 'ignored'
+        case 'ahead':
+          if (peer != null) {
+            this.hint(peer, 0, verdict.seq)
+          }
+          return 'ahead'
+      }
+    } catch (err) {
+      if (peer != null) {
+        this.reject(peer, err as Error, bytes)
+      }
+      return 'rejected'
+    }
+  }
+
+  /**
    * Runs one encoded manifest through the chain and reports what happened, emitting the events.
    */
-  private async consider (peer: PeerId, bytes: Uint8Array, source: ManifestSource): Promise<'accepted' | 'cosigned' | 'ignored' | 'ahead' | 'rejected' | 'fork'> {
+  private async consider (peer: PeerId, bytes: Uint8Array, source: ManifestSource): Promise<Outcome> {
     let manifest: SignedManifest
     let verdict: Verdict
     try {
@@ -395,6 +475,10 @@ class Propagation implements ManifestPropagation {
       this.reject(peer, err as Error, message.data)
       return TopicValidatorResult.Reject
     }
+    if (announce.type === 'control') {
+      const outcome = await this.considerControl(peer, announce.control, 'gossip')
+      return outcome === 'accepted' ? TopicValidatorResult.Accept : outcome === 'rejected' ? TopicValidatorResult.Reject : TopicValidatorResult.Ignore
+    }
     if (announce.type === 'manifest') {
       const outcome = await this.consider(peer, announce.manifest, 'gossip')
       switch (outcome) {
@@ -445,11 +529,28 @@ class Propagation implements ManifestPropagation {
   }
 
   private async gossip (manifest: SignedManifest): Promise<void> {
+    await this.gossipBytes({ type: 'manifest', manifest: encodeSignedManifest(manifest) })
+  }
+
+  private async gossipBytes (message: AnnounceMessage): Promise<void> {
     try {
-      await this.components.libp2p.services.pubsub.publish(this.topic, encodeAnnounce({ type: 'manifest', manifest: encodeSignedManifest(manifest) }))
+      await this.components.libp2p.services.pubsub.publish(this.topic, encodeAnnounce(message))
     } catch (err) {
-      log('could not gossip manifest %d - %e', manifest.body.version, err)
+      log('could not gossip a %s message - %e', message.type, err)
     }
+  }
+
+  async publishControl (control: SignedControl): Promise<ControlVerdict> {
+    const { chain, controls, libp2p } = this.components
+    const verdict = await controls.consider(control, chain.policyFor(chain.head().body.version + 1))
+    if (verdict.kind === 'accepted') {
+      this.events.safeDispatchEvent('control:accepted', { detail: { control, source: 'local' } })
+    }
+    if (verdict.kind === 'accepted' || verdict.kind === 'old') {
+      await this.gossipBytes({ type: 'control', control: encodeSignedControl(control) })
+      await Promise.allSettled(libp2p.getPeers().map(async peer => await this.exchangeHeads(peer)))
+    }
+    return verdict
   }
 
   async publish (manifest: SignedManifest): Promise<Verdict> {

@@ -22,6 +22,7 @@ export class PropagationDecodeError extends ManifestError {
 export type AnnounceMessage =
   | { type: 'manifest', manifest: Uint8Array }
   | { type: 'fork', a: Uint8Array, b: Uint8Array }
+  | { type: 'control', control: Uint8Array }
 
 /**
  * What a node tells a peer it has: its highest accepted manifest and its highest control-message
@@ -37,7 +38,8 @@ export interface Head {
 }
 
 /**
- * A request for consecutive manifests starting at `from`.
+ * A request for consecutive manifests (by version) or control messages (by sequence number)
+ * starting at `from`.
  */
 export interface ManifestRequest {
   from: number
@@ -86,9 +88,11 @@ function countField (value: unknown, what: string): number {
  * Encodes an announce-topic message.
  */
 export function encodeAnnounce (message: AnnounceMessage): Uint8Array {
-  return message.type === 'manifest'
-    ? cbor.encode({ t: 'manifest', m: message.manifest })
-    : cbor.encode({ t: 'fork', a: message.a, b: message.b })
+  switch (message.type) {
+    case 'manifest': return cbor.encode({ t: 'manifest', m: message.manifest })
+    case 'fork': return cbor.encode({ t: 'fork', a: message.a, b: message.b })
+    case 'control': return cbor.encode({ t: 'control', c: message.control })
+  }
 }
 
 /**
@@ -103,6 +107,10 @@ export function decodeAnnounce (bytes: Uint8Array, maxBytes: number): AnnounceMe
   if (value.t === 'fork') {
     exactKeys(value, ['t', 'a', 'b'], 'announce')
     return { type: 'fork', a: bytesField(value.a, 'announce.a'), b: bytesField(value.b, 'announce.b') }
+  }
+  if (value.t === 'control') {
+    exactKeys(value, ['t', 'c'], 'announce')
+    return { type: 'control', control: bytesField(value.c, 'announce.c') }
   }
   throw new PropagationDecodeError('announce: unknown message type')
 }
@@ -147,7 +155,8 @@ export function decodeManifestRequest (bytes: Uint8Array): ManifestRequest {
 }
 
 /**
- * Encodes a manifest pull reply: encoded signed manifests, consecutive from the requested version.
+ * Encodes a pull reply: encoded signed manifests or control messages, consecutive from the
+ * requested one.
  */
 export function encodeManifestReply (manifests: Uint8Array[]): Uint8Array {
   return cbor.encode({ manifests })

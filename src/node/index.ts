@@ -7,8 +7,9 @@ import { logger } from '@libp2p/logger'
 import { TypedEventEmitter } from 'main-event'
 import { createBundleService, type BundleService, type BundleServiceEvents } from '../bundle/index.ts'
 import {
-  createManifestPropagation, genesisManifest, openManifestChain,
-  type GenesisConfig, type ManifestChain, type ManifestPropagation, type PropagationEvents, type PropagationInit, type SignedManifest, type Verdict
+  createManifestPropagation, genesisManifest, openControlLog, openManifestChain,
+  type ControlLog, type ControlVerdict, type GenesisConfig, type ManifestChain, type ManifestPropagation, type PropagationEvents,
+  type PropagationInit, type RolloutControl, type SignedControl, type SignedManifest, type Verdict
 } from '../manifest/index.ts'
 import { assertLocalAddresses, createOverlay, InvalidOptionError, parseAddress, validateSystemName, type MoltLibp2p, type OverlayProfile } from '../overlay/index.ts'
 import { openStore, type MoltStore } from '../state/index.ts'
@@ -120,6 +121,8 @@ export interface NodeStatus {
   version: number
   head: string
   halted?: { version: number, a: string, b: string }
+  /** what the applied control messages say */
+  control: RolloutControl
 }
 
 /**
@@ -130,6 +133,7 @@ export interface MoltNode extends TypedEventEmitter<MoltNodeEvents> {
   readonly peerId: PeerId
   readonly system: string
   readonly chain: ManifestChain
+  readonly controls: ControlLog
   readonly bundles: BundleService
   readonly propagation: ManifestPropagation
 
@@ -141,6 +145,12 @@ export interface MoltNode extends TypedEventEmitter<MoltNodeEvents> {
    * every connected peer.
    */
   publish(manifest: SignedManifest): Promise<PublishResult>
+
+  /**
+   * Applies a signed control message locally and injects it: gossip plus direct submission.
+   * Throws a typed `ManifestError` when it is invalid.
+   */
+  publishControl(control: SignedControl): Promise<ControlVerdict['kind']>
 
   /**
    * Resolves with the peers whose head is at or past `version`, once at least `count` of the
@@ -160,6 +170,7 @@ class Node extends TypedEventEmitter<MoltNodeEvents> implements MoltNode {
     readonly libp2p: MoltLibp2p,
     readonly system: string,
     readonly chain: ManifestChain,
+    readonly controls: ControlLog,
     readonly bundles: BundleService,
     readonly propagation: ManifestPropagation,
     private readonly store: MoltStore,
@@ -179,6 +190,10 @@ class Node extends TypedEventEmitter<MoltNodeEvents> implements MoltNode {
   async publish (manifest: SignedManifest): Promise<PublishResult> {
     const verdict = await this.propagation.publish(manifest)
     return { cid: manifest.cid, verdict: verdict.kind }
+  }
+
+  async publishControl (control: SignedControl): Promise<ControlVerdict['kind']> {
+    return (await this.propagation.publishControl(control)).kind
   }
 
   async waitForAcceptance (version: number, count: number, options: { signal?: AbortSignal, intervalMs?: number, onProgress?(accepted: number): void } = {}): Promise<PeerId[]> {
@@ -215,6 +230,7 @@ class Node extends TypedEventEmitter<MoltNodeEvents> implements MoltNode {
       peers: this.libp2p.getPeers().length,
       version: head.body.version,
       head: head.cid.toString(),
+      control: this.controls.state(),
       ...(halt != null ? { halted: { version: halt.version, a: halt.a.cid.toString(), b: halt.b.cid.toString() } } : {})
     }
   }
@@ -260,6 +276,7 @@ export async function createMoltNode (options: MoltNodeOptions): Promise<MoltNod
   try {
     const genesis = await genesisManifest(options.genesis)
     const chain = await openManifestChain({ datastore: store.namespace('manifests'), genesis })
+    const controls = await openControlLog({ datastore: store.namespace('controls'), system })
     libp2p = options.libp2p ?? await createOverlay({
       system,
       profile: options.profile,
@@ -269,10 +286,10 @@ export async function createMoltNode (options: MoltNodeOptions): Promise<MoltNod
       connectionGater: options.connectionGater
     })
     const bundles = createBundleService({ libp2p, datastore: store.namespace('bundles') }, { system })
-    const propagation = createManifestPropagation({ libp2p, chain }, { ...options.propagation, system })
-    const node = new Node(libp2p, system, chain, bundles, propagation, store, { libp2p: options.libp2p == null, store: ownsStore })
+    const propagation = createManifestPropagation({ libp2p, chain, controls }, { ...options.propagation, system })
+    const node = new Node(libp2p, system, chain, controls, bundles, propagation, store, { libp2p: options.libp2p == null, store: ownsStore })
 
-    forward(propagation.events, node, ['manifest:accepted', 'manifest:cosigned', 'manifest:rejected', 'rollout:halted'])
+    forward(propagation.events, node, ['manifest:accepted', 'manifest:cosigned', 'manifest:rejected', 'control:accepted', 'rollout:halted'])
     forward(bundles.events, node, ['bundle:fetched', 'bundle:progress', 'bundle:rejected-block'])
     if (options.fetchBundles ?? true) {
       node.addEventListener('manifest:accepted', (event) => {

@@ -8,8 +8,8 @@ import { MemoryDatastore } from 'datastore-core'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { describe, it, expect, afterEach } from 'vitest'
 import {
-  announceTopic, createManifestPropagation, encodeAnnounce, encodeHead, encodeSignedManifest, genesisManifest,
-  openManifestChain, type ManifestPropagation, type SignedManifest
+  announceTopic, createControl, createManifestPropagation, encodeSignedControl, signControl, type SignedControl, encodeAnnounce, encodeHead, encodeSignedManifest, genesisManifest,
+  openControlLog, openManifestChain, type ManifestPropagation, type SignedManifest
 } from '../../src/manifest/index.ts'
 import { createOverlay, handleRequests, protocolId, sendRequest, type MoltLibp2p } from '../../src/overlay/index.ts'
 import { eventually, memoryAddress } from '../helpers.ts'
@@ -26,7 +26,8 @@ interface Honest {
 async function honest (genesis: GenesisConfig): Promise<Honest> {
   const libp2p = await createOverlay({ system: genesis.system, profile: 'local', listen: [memoryAddress()] })
   const chain = await openManifestChain({ datastore: new MemoryDatastore(), genesis: await genesisManifest(genesis) })
-  const propagation = createManifestPropagation({ libp2p, chain }, { system: genesis.system })
+  const controls = await openControlLog({ datastore: new MemoryDatastore(), system: genesis.system })
+  const propagation = createManifestPropagation({ libp2p, chain, controls }, { system: genesis.system })
   const rejected: Honest['rejected'] = []
   propagation.events.addEventListener('manifest:rejected', (e) => { rejected.push({ peer: e.detail.peer.toString(), reason: e.detail.reason }) })
   await propagation.start()
@@ -81,6 +82,12 @@ describe('announce-topic validator and catch-up', () => {
     cases.push(['ManifestTooLargeError', encodeAnnounce({ type: 'manifest', manifest: new Uint8Array(70 * 1024) })])
     cases.push(['ManifestTooLargeError', new Uint8Array(200 * 1024).fill(7)])
     cases.push(['PropagationDecodeError', new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8])])
+    // control messages are judged exactly like manifests
+    const abort = await createControl({ system: genesis.system, seq: 1, scope: 1, action: { type: 'abort' }, createdAt: 1 })
+    const wrapControl = (c: SignedControl): Uint8Array => encodeAnnounce({ type: 'control', control: encodeSignedControl(c) })
+    cases.push(['UnknownKeyError', wrapControl(await signControl(abort, stranger))])
+    cases.push(['BelowThresholdError', wrapControl(await signControl(abort, keys.release[0]!))])
+    cases.push(['ManifestDecodeError', encodeAnnounce({ type: 'control', control: cbor.encode({ b: cbor.encode({ seq: 1 }), s: [] }) })])
 
     for (const [reason, bytes] of cases) {
       const before = b.rejected.length
