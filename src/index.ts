@@ -110,7 +110,8 @@ export type {
   AdminResults,
   AdminProgress,
   AdminVerifyResult,
-  AdminPublishResult
+  AdminPublishResult,
+  AdminControlResult
 } from './node/admin.ts'
 export {
   createBundleService,

@@ -10,6 +10,7 @@
  */
 import { realpathSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
+import { abort, allow, pause, resume, retire } from './control.ts'
 import { init, keygen } from './keys.ts'
 import { manifest, sign } from './manifest.ts'
 import { node, status } from './node.ts'
@@ -18,7 +19,7 @@ import { parse, UsageError, type CliIO, type Command } from './util.ts'
 
 export type { CliIO } from './util.ts'
 
-const commands: Record<string, Command> = { keygen, init, node, status, publish, sign }
+const commands: Record<string, Command> = { keygen, init, node, status, publish, sign, pause, resume, abort, retire, allow }
 
 const subcommands: Record<string, Record<string, Command>> = { manifest }
 

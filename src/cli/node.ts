@@ -138,6 +138,10 @@ export function printStatus (status: NodeStatus, io: CliIO): void {
   for (const address of status.addresses) {
     io.out(`address    ${address}`)
   }
+  const c = status.control
+  if (c.seq > 0) {
+    io.out(`control    ${c.seq} applied; paused [${c.paused.join(', ')}], aborted [${c.aborted.join(', ')}], minimum version ${c.minimumVersion}`)
+  }
   if (status.halted != null) {
     io.out(`HALTED     equivocation at version ${status.halted.version}: ${status.halted.a} and ${status.halted.b} are both validly signed; the rollout is halted until the root keys resolve it`)
   } else {

@@ -128,7 +128,7 @@ export function validateControlBody (value: unknown): ControlBody {
   return {
     system: v.system,
     seq: count(v.seq, 'control.seq', 1),
-    scope: count(v.scope, 'control.scope', 1),
+    scope: count(v.scope, 'control.scope'),
     action: action(v.action),
     createdAt: count(v.createdAt, 'control.createdAt')
   }

@@ -24,7 +24,7 @@ import { isAbsolute, join } from 'node:path'
 import { logger } from '@libp2p/logger'
 import { fromString } from 'uint8arrays/from-string'
 import { toString } from 'uint8arrays/to-string'
-import { decodeSignedManifest, encodeSignedManifest, MAX_MANIFEST_BYTES, verifyManifest } from '../manifest/index.ts'
+import { decodeSignedControl, decodeSignedManifest, encodeSignedManifest, MAX_MANIFEST_BYTES, verifyManifest, type RolloutControl } from '../manifest/index.ts'
 import type { MoltNode, NodeStatus } from './index.ts'
 
 const log = logger('molt:node:admin')
@@ -131,6 +131,8 @@ export type AdminRequest =
    * `timeoutMs`.
    */
   | { op: 'publish', manifest: string, wait?: number, timeoutMs?: number }
+  /** applies and injects a signed control message (base64 of `encodeSignedControl`) */
+  | { op: 'control', control: string }
 
 /** What `verify` reports. */
 export interface AdminVerifyResult {
@@ -163,6 +165,17 @@ export interface AdminResults {
   verify: AdminVerifyResult
   pack: { cid: string, size: number }
   publish: AdminPublishResult
+  control: AdminControlResult
+}
+
+/** What `control` reports. */
+export interface AdminControlResult {
+  cid: string
+  seq: number
+  /** how the node's control log took it: `accepted`, `old`, `conflict` or `ahead` */
+  verdict: string
+  /** the rollout control after it */
+  state: RolloutControl
 }
 
 /** A progress report (only `publish` sends them): `accepted` of `wanted` peers so far. */
@@ -285,14 +298,14 @@ function tokenDigest (token: string): Buffer {
   return createHash('sha256').update(token).digest()
 }
 
-function decodeManifestField (value: unknown): Uint8Array {
+function decodeManifestField (value: unknown, field: 'manifest' | 'control' = 'manifest'): Uint8Array {
   if (typeof value !== 'string' || value.length === 0) {
-    throw new AdminBadRequestError('manifest: expected the base64 of an encoded signed manifest')
+    throw new AdminBadRequestError(`${field}: expected the base64 of an encoded signed ${field === 'manifest' ? 'manifest' : 'control message'}`)
   }
   try {
     return fromString(value.replace(/=+$/, ''), 'base64')
   } catch {
-    throw new AdminBadRequestError('manifest: not base64')
+    throw new AdminBadRequestError(`${field}: not base64`)
   }
 }
 
@@ -421,6 +434,11 @@ class AdminSocketServer implements AdminServer {
       }
       case 'publish':
         return await this.publish(request, socket, signal)
+      case 'control': {
+        const control = await decodeSignedControl(decodeManifestField(request.control, 'control'))
+        const verdict = await node.publishControl(control)
+        return { cid: control.cid.toString(), seq: control.body.seq, verdict, state: node.controls.state() }
+      }
       default:
         throw new AdminBadRequestError(`unknown operation ${JSON.stringify(request.op)}`)
     }
