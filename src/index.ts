@@ -162,17 +162,12 @@ export type {
 } from './layer/index.ts'
 export {
   createUpgradeManager,
-  appNamespace,
-  futureNamespace,
   UPGRADE_PHASES,
   UpgradeError,
-  TransformFailedError,
   HealthCheckFailedError,
   InvariantFailedError,
   StartFailedError,
-  QuiesceTimeoutError,
   InsufficientSpaceError,
-  NoReverseTransformError,
   ManagerStateError,
   CrashPointError
 } from './manager/index.ts'
@@ -189,10 +184,49 @@ export type {
   PastLink,
   FutureLink,
   RunSpec,
-  TransformRequest,
-  CheckReport,
   ServingState,
   HistoryEntry
 } from './manager/index.ts'
 export type * from './host/model.ts'
 export { MOLT_APP_API } from './host/model.ts'
+export {
+  createHost,
+  appNamespace,
+  pastSoNamespace,
+  futureSoNamespace,
+  storeDigest,
+  HostError,
+  HostNotLoadedError,
+  InvalidHostSpecError,
+  AppLoadError,
+  AppApiMismatchError,
+  TargetNotLoadedError,
+  MethodNotFoundError,
+  HostTimeoutError,
+  WorkerCrashedError,
+  WorkerFailedError,
+  QuiesceTimeoutError,
+  TransformFailedError,
+  TransformTimeoutError,
+  ReadOnlyStoreError,
+  InvalidStoreKeyError,
+  AppError,
+  isAppError
+} from './host/index.ts'
+export type {
+  AppHost,
+  BundleSource,
+  CheckReport,
+  CurrentSpec,
+  FutureLinkSpec,
+  HostCallOptions,
+  HostComponents,
+  HostEvents,
+  HostInit,
+  HostInvokeRequest,
+  HostSpec,
+  HostStatus,
+  PastLinkSpec,
+  TransformRequest,
+  TransformResult
+} from './host/index.ts'

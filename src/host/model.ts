@@ -146,7 +146,18 @@ export interface AppObject {
   health?(): Promise<HealthReport> | HealthReport
   /** release what the object holds before its worker ends */
   stop?(): Promise<void> | void
+  /**
+   * Read-only observers of the object's state, for scheduling functions (HotOS'03 §4: SFs read
+   * a node through privileged observers). Each runs in an atomic section with the object's store
+   * read only (a write fails `ReadOnlyStoreError`); the host's `observe(name, args)` calls them.
+   */
+  readonly observers?: Readonly<Record<string, Observer>>
 }
+
+/**
+ * A read-only observer of an object's state, called by scheduling functions through the host.
+ */
+export type Observer = (args: Value[]) => Value | undefined | Promise<Value | undefined>
 
 /**
  * Makes the object of a class at a version from its store (which a TF may just have written).

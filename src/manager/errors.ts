@@ -8,12 +8,6 @@ export class UpgradeError extends Error {
   override readonly name: string = 'UpgradeError'
 }
 
-/** The TF threw, or did not finish within its deadline. */
-export class TransformFailedError extends UpgradeError {
-  static override readonly name = 'TransformFailedError'
-  override readonly name = 'TransformFailedError'
-}
-
 /** The new version's health check failed before admission. */
 export class HealthCheckFailedError extends UpgradeError {
   static override readonly name = 'HealthCheckFailedError'
@@ -32,22 +26,10 @@ export class StartFailedError extends UpgradeError {
   override readonly name = 'StartFailedError'
 }
 
-/** The running version did not reach an update point within the quiesce deadline. */
-export class QuiesceTimeoutError extends UpgradeError {
-  static override readonly name = 'QuiesceTimeoutError'
-  override readonly name = 'QuiesceTimeoutError'
-}
-
 /** Not enough free disk space to run a TF safely. */
 export class InsufficientSpaceError extends UpgradeError {
   static override readonly name = 'InsufficientSpaceError'
   override readonly name = 'InsufficientSpaceError'
-}
-
-/** After admission, going back needs a declared reverse TF, and this upgrade has none. */
-export class NoReverseTransformError extends UpgradeError {
-  static override readonly name = 'NoReverseTransformError'
-  override readonly name = 'NoReverseTransformError'
 }
 
 /** The manager's persisted record is unreadable or of an unknown format. */

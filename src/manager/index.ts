@@ -12,9 +12,10 @@ import { logger } from '@libp2p/logger'
 import { Key, type Datastore } from 'interface-datastore'
 import { TypedEventEmitter } from 'main-event'
 import { CID } from 'multiformats/cid'
+import { appNamespace as hostAppNamespace, futureSoNamespace, QuiesceTimeoutError, TransformFailedError } from '../host/index.ts'
 import {
   CrashPointError, HealthCheckFailedError, InsufficientSpaceError, InvariantFailedError, ManagerStateError,
-  QuiesceTimeoutError, StartFailedError, TransformFailedError
+  StartFailedError
 } from './errors.ts'
 import { UPGRADE_PHASES, type FutureLink, type HistoryEntry, type Incarnation, type PastLink, type RunSpec, type ServingState, type UpgradePhase, type UpgradeRuntime } from './types.ts'
 import type { ManifestChain } from '../manifest/index.ts'
@@ -201,18 +202,8 @@ interface ManagerRecord {
   historySeq: number
 }
 
-/**
- * The namespace of the app state of a class at a version.
- */
-export function appNamespace (incarnation: Pick<Incarnation, 'class' | 'version'>): string {
-  return `app/${incarnation.class}/${incarnation.version}`
-}
-
-/**
- * The namespace of the persisted state of the future-SO for a version.
- */
-export function futureNamespace (version: number): string {
-  return `so/future/${version}`
+function appNamespace (incarnation: Pick<Incarnation, 'class' | 'version'>): string {
+  return hostAppNamespace(incarnation.class, incarnation.version)
 }
 
 function phaseIndex (phase: UpgradePhase): number {
@@ -593,7 +584,7 @@ class Manager implements UpgradeManager {
             bundle: attempt.to.bundle,
             reverse: false,
             from: appNamespace(this.current),
-            futureState: futureNamespace(attempt.target),
+            futureState: futureSoNamespace(attempt.target),
             to: appNamespace(attempt.to),
             now: attempt.clock,
             seed: attempt.seed,

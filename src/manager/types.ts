@@ -1,6 +1,7 @@
 /**
  * What the upgrade manager drives and remembers.
  */
+import type { CheckReport, TransformRequest } from '../host/index.ts'
 import type { CID } from 'multiformats/cid'
 
 /**
@@ -63,36 +64,6 @@ export interface RunSpec {
   past: PastLink[]
   /** oldest first: the first link calls the current object */
   future: FutureLink[]
-}
-
-/**
- * What a TF run gets, by namespace name of the node's store.
- */
-export interface TransformRequest {
-  /** the bundle whose `transform` (or `reverseTransform`) runs */
-  bundle: CID
-  /** run the reverse TF instead */
-  reverse: boolean
-  /** the old version's state, read only */
-  from: string
-  /** the future-SO's persisted state, read only */
-  futureState: string
-  /** the fresh namespace to write; the manager empties it first */
-  to: string
-  /** the upgrade's fixed clock */
-  now: number
-  /** seed of the upgrade's random source */
-  seed: number
-  signal: AbortSignal
-}
-
-/**
- * The outcome of the checks before admission.
- */
-export interface CheckReport {
-  ok: boolean
-  /** why not */
-  failures: string[]
 }
 
 /**

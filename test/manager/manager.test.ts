@@ -7,9 +7,10 @@ import { createHash } from 'node:crypto'
 import * as cbor from '@ipld/dag-cbor'
 import { describe, it, expect, afterEach } from 'vitest'
 import { genesisManifest, openManifestChain, type ManifestChain } from '../../src/manifest/index.ts'
+import { appNamespace, type CheckReport, type TransformRequest } from '../../src/host/index.ts'
 import {
-  CrashPointError, UPGRADE_PHASES, appNamespace, createUpgradeManager,
-  type CheckReport, type CrashPoint, type FutureLink, type RunSpec, type TransformRequest, type UpgradeManager, type UpgradeRuntime
+  CrashPointError, UPGRADE_PHASES, createUpgradeManager,
+  type CrashPoint, type FutureLink, type RunSpec, type UpgradeManager, type UpgradeRuntime
 } from '../../src/manager/index.ts'
 import { openStore, type MoltStore } from '../../src/state/index.ts'
 import { eventually } from '../helpers.ts'
@@ -102,7 +103,7 @@ async function world (from?: World): Promise<World> {
   const genesis = from?.genesis ?? await makeGenesis(keys)
   const store = await openStore({ memory: true })
   const chain = await openManifestChain({ datastore: store.namespace('manifests'), genesis: await genesisManifest(genesis) })
-  await store.namespace(appNamespace({ class: 'app', version: 0 })).put(new Key('/count'), cbor.encode(21))
+  await store.namespace(appNamespace('app', 0)).put(new Key('/count'), cbor.encode(21))
   return { keys, genesis, store, chain, behaviour: new Map(), manifests: [] }
 }
 
