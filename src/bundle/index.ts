@@ -32,6 +32,32 @@ const log = logger('molt:bundle')
 const MAX_REPLY_BYTES = 4 * 1_048_576
 
 /**
+ * Builds a bundle from files without storing it: its root CID, its distinct blocks, and its size
+ * (the sum of those blocks, which is what a manifest declares). Packing is deterministic, so a
+ * genesis can name the bundle that `pack` later stores.
+ */
+export async function buildBundle (input: Map<string, Uint8Array> | Record<string, Uint8Array>, options: PackOptions & { chunkSize?: number } = {}): Promise<{ root: CID, blocks: Block[], size: number }> {
+  const entries = input instanceof Map ? [...input.entries()] : Object.entries(input)
+  const blocks = new Map<string, Block>()
+  const files: Record<string, FileEntry> = {}
+  for (const [path, bytes] of entries.sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0)) {
+    validatePath(path)
+    const { node, chunks } = await encodeFile(bytes, options.chunkSize ?? CHUNK_SIZE)
+    files[path] = { cid: node.cid, size: bytes.byteLength }
+    for (const b of [node, ...chunks]) {
+      blocks.set(keyOf(b.cid), b)
+    }
+  }
+  const root = await encodeRoot(files, options.moltApi)
+  blocks.set(keyOf(root.cid), root)
+  let size = 0
+  for (const b of blocks.values()) {
+    size += b.bytes.byteLength
+  }
+  return { root: root.cid, blocks: [...blocks.values()], size }
+}
+
+/**
  * What the bundle service needs from the node.
  */
 export interface BundleServiceComponents {
@@ -449,28 +475,12 @@ class DefaultBundleService implements BundleService {
 
   async packFiles (input: Map<string, Uint8Array> | Record<string, Uint8Array>, options: PackOptions = {}): Promise<PackResult> {
     this.assertRunning()
-    const entries = input instanceof Map ? [...input.entries()] : Object.entries(input)
-    const blocks = new Map<string, Block>()
-    const files: Record<string, FileEntry> = {}
-    for (const [path, bytes] of entries.sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0)) {
-      validatePath(path)
-      const { node, chunks } = await encodeFile(bytes, this.options.chunkSize)
-      files[path] = { cid: node.cid, size: bytes.byteLength }
-      for (const b of [node, ...chunks]) {
-        blocks.set(keyOf(b.cid), b)
-      }
-    }
-    const root = await encodeRoot(files, options.moltApi)
-    blocks.set(keyOf(root.cid), root)
-    let size = 0
-    for (const b of blocks.values()) {
-      size += b.bytes.byteLength
-    }
-    await this.putBlocks([...blocks.values()])
-    await this.store.putRecord(root.cid, 'complete', size)
-    log('packed %c: %d files, %d blocks, %d bytes', root.cid, entries.length, blocks.size, size)
-    this.announce(root.cid)
-    return { cid: root.cid, size }
+    const { root, blocks, size } = await buildBundle(input, { chunkSize: this.options.chunkSize, ...options })
+    await this.putBlocks(blocks)
+    await this.store.putRecord(root, 'complete', size)
+    log('packed %c: %d blocks, %d bytes', root, blocks.length, size)
+    this.announce(root)
+    return { cid: root, size }
   }
 
   private async putBlocks (blocks: Block[]): Promise<void> {

@@ -272,10 +272,16 @@ class Manager implements UpgradeManager {
 
   serving (): ServingState {
     const current = this.current
+    const links = this.runSpec(this.record.lineage).past
     const past: number[] = []
+    const aliases: number[] = []
     for (const i of this.record.lineage.slice(0, -1)) {
-      if (i.version >= this.options.minimumVersion) {
-        past.push(i.version)
+      if (i.version < this.options.minimumVersion) {
+        continue
+      }
+      past.push(i.version)
+      if (!links.some(l => l.from <= i.version && i.version <= l.to)) {
+        aliases.push(i.version)
       }
     }
     return {
@@ -283,6 +289,7 @@ class Manager implements UpgradeManager {
       class: current.class,
       minimumVersion: this.options.minimumVersion,
       past,
+      aliases,
       future: this.record.futures.map(f => f.version).filter(v => v > current.version),
       quiescing: this.quiescing
     }

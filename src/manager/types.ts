@@ -93,8 +93,13 @@ export interface ServingState {
   version: number
   class: string
   minimumVersion: number
-  /** every old version still answered through a past-SO */
+  /** every old version still answered: through a past-SO, or by the current object (`aliases`) */
   past: number[]
+  /**
+   * Old versions that ran the same code as the current one (their manifests had no class upgrade
+   * for this class): the current object answers them.
+   */
+  aliases: number[]
   /** versions answered through installed future-SOs */
   future: number[]
   /** true from quiesce until the new (or restored old) version takes traffic */

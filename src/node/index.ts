@@ -13,7 +13,9 @@ import {
 } from '../manifest/index.ts'
 import { assertLocalAddresses, createOverlay, InvalidOptionError, parseAddress, validateSystemName, type MoltLibp2p, type OverlayProfile } from '../overlay/index.ts'
 import { openStore, type MoltStore } from '../state/index.ts'
+import { startAppRuntime, type AppRuntime, type AppRuntimeOptions } from './app.ts'
 import { loadIdentity } from './identity.ts'
+import type { UpgradeManagerEvents, UpgradePhase } from '../manager/index.ts'
 import type { CID } from 'multiformats/cid'
 import type { PeerId, PrivateKey } from '@libp2p/interface'
 import type { Libp2pOptions } from 'libp2p'
@@ -88,6 +90,22 @@ export interface MoltNodeOptions {
   fetchBundles?: boolean
 
   /**
+   * Bundles to pack into the node's store and serve from the start (a directory, or files by
+   * path), e.g. the genesis bundle on the first node of a system.
+   *
+   * @default []
+   */
+  pack?: Array<string | Map<string, Uint8Array> | Record<string, Uint8Array>>
+
+  /**
+   * The app this node runs: its class, and options of its host, layer and upgrade manager.
+   * Without it the node relays manifests, control messages and bundles but runs no app.
+   *
+   * @default none
+   */
+  app?: AppRuntimeOptions
+
+  /**
    * Tuning of manifest propagation.
    *
    * @default the defaults of each field
@@ -98,7 +116,7 @@ export interface MoltNodeOptions {
 /**
  * Every event a node emits; embedders, the CLI and the testnet read the same stream.
  */
-export interface MoltNodeEvents extends PropagationEvents, BundleServiceEvents {}
+export interface MoltNodeEvents extends PropagationEvents, BundleServiceEvents, UpgradeManagerEvents {}
 
 /**
  * What `publish` reports.
@@ -123,6 +141,15 @@ export interface NodeStatus {
   halted?: { version: number, a: string, b: string }
   /** what the applied control messages say */
   control: RolloutControl
+  /** the app this node runs, when it runs one */
+  app?: {
+    class: string
+    version: number
+    /** the upgrade in progress */
+    upgrading?: { version: number, phase: UpgradePhase }
+    /** versions that failed here and are not retried */
+    bad: number[]
+  }
 }
 
 /**
@@ -136,6 +163,8 @@ export interface MoltNode extends TypedEventEmitter<MoltNodeEvents> {
   readonly controls: ControlLog
   readonly bundles: BundleService
   readonly propagation: ManifestPropagation
+  /** the app runtime (host, layer, upgrade manager), when the node runs an app */
+  readonly app: AppRuntime | undefined
 
   /** the highest accepted manifest */
   head(): SignedManifest
@@ -178,6 +207,8 @@ class Node extends TypedEventEmitter<MoltNodeEvents> implements MoltNode {
   ) {
     super()
   }
+
+  app: AppRuntime | undefined
 
   get peerId (): PeerId {
     return this.libp2p.peerId
@@ -231,11 +262,22 @@ class Node extends TypedEventEmitter<MoltNodeEvents> implements MoltNode {
       version: head.body.version,
       head: head.cid.toString(),
       control: this.controls.state(),
+      ...(this.app != null
+        ? {
+            app: {
+              class: this.app.manager.current.class,
+              version: this.app.manager.current.version,
+              ...(this.app.manager.phase != null ? { upgrading: this.app.manager.phase } : {}),
+              bad: this.app.manager.badVersions()
+            }
+          }
+        : {}),
       ...(halt != null ? { halted: { version: halt.version, a: halt.a.cid.toString(), b: halt.b.cid.toString() } } : {})
     }
   }
 
   async stop (): Promise<void> {
+    await this.app?.stop()
     await this.propagation.stop()
     await this.bundles.stop()
     if (this.owns.libp2p) {
@@ -273,6 +315,8 @@ export async function createMoltNode (options: MoltNodeOptions): Promise<MoltNod
   const ownsStore = options.store == null
   const store = options.store ?? await openStore(options.dataDir != null ? { path: options.dataDir } : { memory: true })
   let libp2p: MoltLibp2p | undefined
+  let bundlesStarted: BundleService | undefined
+  let propagationStarted: ManifestPropagation | undefined
   try {
     const genesis = await genesisManifest(options.genesis)
     const chain = await openManifestChain({ datastore: store.namespace('manifests'), genesis })
@@ -302,7 +346,12 @@ export async function createMoltNode (options: MoltNodeOptions): Promise<MoltNod
     }
 
     await bundles.start()
+    bundlesStarted = bundles
     await propagation.start()
+    propagationStarted = propagation
+    for (const source of options.pack ?? []) {
+      await (typeof source === 'string' ? bundles.pack(source) : bundles.packFiles(source))
+    }
     await Promise.allSettled(bootstrap.map(async ma => {
       try {
         await libp2p?.dial(ma)
@@ -310,9 +359,15 @@ export async function createMoltNode (options: MoltNodeOptions): Promise<MoltNod
         log('could not dial bootstrap address %a - %e', ma, err)
       }
     }))
+    // after the bootstrap dials: the app's bundles may have to come from those peers
+    if (options.app != null) {
+      node.app = await startAppRuntime({ libp2p, store, chain, bundles, propagation, system, ...(options.dataDir != null ? { dataDir: options.dataDir } : {}) }, options.app)
+      forward(node.app.manager.events, node, ['upgrade:phase', 'upgrade:completed', 'upgrade:advanced', 'upgrade:rolled-back', 'upgrade:postponed', 'serving:changed'])
+    }
     log('node %p started at version %d of %s', libp2p.peerId, chain.head().body.version, system)
     return node
   } catch (err) {
+    await Promise.allSettled([propagationStarted?.stop(), bundlesStarted?.stop()])
     if (options.libp2p == null) {
       await libp2p?.stop()
     }

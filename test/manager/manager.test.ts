@@ -151,7 +151,7 @@ describe('upgrade manager', () => {
     expect(cbor.decode(await w.store.namespace('app/app/0').get(new Key('/count')))).toBe(21)
     expect(runtime.running?.current.version).toBe(1)
     expect(runtime.running?.past).toEqual([{ from: 0, to: 0, bundle: w.manifests[0]!.body.classUpgrades[0]!.bundle }])
-    expect(m.serving()).toMatchObject({ version: 1, past: [0], quiescing: false })
+    expect(m.serving()).toMatchObject({ version: 1, past: [0], aliases: [], quiescing: false })
     expect((await m.history()).map(h => h.event)).toEqual(['upgraded'])
   })
 
@@ -163,7 +163,7 @@ describe('upgrade manager', () => {
     await publish(w, null)
     m.poke()
     await eventually(() => m.current.version === 1, 'advanced to 1')
-    expect(m.serving().past).toEqual([0])
+    expect(m.serving()).toMatchObject({ version: 1, past: [0], aliases: [0] })
     expect((await m.history()).map(h => h.event)).toEqual(['advanced'])
   })
 
