@@ -177,6 +177,12 @@ export interface UpgradeManager {
   start(): Promise<void>
   /** looks at the chain again (call on every accepted manifest) */
   poke(): void
+  /**
+   * Raises the minimum supported version: calls below it fail `VersionRetired` at once, and the
+   * past-SOs that served them are dropped (the app is reloaded without them when no upgrade is
+   * in progress). The minimum never falls.
+   */
+  retire(minimumVersion: number): void
   /** stops following the chain and waits for the step in progress to end or abort */
   stop(): Promise<void>
 }
@@ -238,11 +244,15 @@ class Manager implements UpgradeManager {
   private loop: Promise<void> = Promise.resolve()
   private wake?: () => void
   private readonly crashAt: CrashPoint | undefined
-  private readonly options: Required<Omit<UpgradeManagerInit, 'dataDir' | 'crashAt' | 'onCrashPoint'>> & Pick<UpgradeManagerInit, 'dataDir' | 'onCrashPoint'>
+  private readonly options: Required<Omit<UpgradeManagerInit, 'dataDir' | 'crashAt' | 'onCrashPoint' | 'minimumVersion'>> & Pick<UpgradeManagerInit, 'dataDir' | 'onCrashPoint'>
+  private minimumVersion: number
+  /** the past-SO chain changed (a retirement) and the app must be reloaded without it */
+  private reloadNeeded = false
 
   constructor (private readonly components: UpgradeManagerComponents, init: UpgradeManagerInit) {
     this.datastore = components.store.namespace('manager')
     this.crashAt = parseCrashPoint(init.crashAt ?? process.env.MOLT_CRASH_AT)
+    this.minimumVersion = init.minimumVersion ?? 0
     this.options = {
       class: init.class,
       quiesceMs: init.quiesceMs ?? 10_000,
@@ -250,7 +260,6 @@ class Manager implements UpgradeManager {
       transformMs: init.transformMs ?? 60_000,
       checkMs: init.checkMs ?? 30_000,
       minFreeBytes: init.minFreeBytes ?? 64 * 1024 * 1024,
-      minimumVersion: init.minimumVersion ?? 0,
       now: init.now ?? Date.now,
       dataDir: init.dataDir,
       onCrashPoint: init.onCrashPoint
@@ -276,7 +285,7 @@ class Manager implements UpgradeManager {
     const past: number[] = []
     const aliases: number[] = []
     for (const i of this.record.lineage.slice(0, -1)) {
-      if (i.version < this.options.minimumVersion) {
+      if (i.version < this.minimumVersion) {
         continue
       }
       past.push(i.version)
@@ -287,7 +296,7 @@ class Manager implements UpgradeManager {
     return {
       version: current.version,
       class: current.class,
-      minimumVersion: this.options.minimumVersion,
+      minimumVersion: this.minimumVersion,
       past,
       aliases,
       future: this.record.futures.map(f => f.version).filter(v => v > current.version),
@@ -302,7 +311,7 @@ class Manager implements UpgradeManager {
     for (let i = lineage.length - 2; i >= 0; i--) {
       const old = lineage[i] as Incarnation
       const newer = lineage[i + 1] as Incarnation
-      if (old.version < this.options.minimumVersion) {
+      if (old.version < this.minimumVersion) {
         break
       }
       if (!old.bundle.equals(newer.bundle) || old.class !== newer.class) {
@@ -416,6 +425,18 @@ class Manager implements UpgradeManager {
     this.wake?.()
   }
 
+  retire (minimumVersion: number): void {
+    if (minimumVersion <= this.minimumVersion) {
+      return
+    }
+    const before = this.runSpec(this.record.lineage).past.length
+    this.minimumVersion = minimumVersion
+    this.reloadNeeded = this.runSpec(this.record.lineage).past.length !== before
+    log('minimum supported version raised to %d', minimumVersion)
+    this.emitServing()
+    this.wake?.()
+  }
+
   async stop (): Promise<void> {
     this.shutdown.abort(new Error('the upgrade manager stopped'))
     this.wake?.()
@@ -456,6 +477,12 @@ class Manager implements UpgradeManager {
   private async step (signal: AbortSignal): Promise<boolean> {
     if (this.record.attempt != null) {
       await this.drive(this.record.attempt, signal)
+      return true
+    }
+    if (this.reloadNeeded) {
+      // the retired past-SOs' code leaves with the old worker
+      this.reloadNeeded = false
+      await this.components.runtime.run(this.runSpec(this.record.lineage), signal)
       return true
     }
     const current = this.current

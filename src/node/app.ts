@@ -5,11 +5,11 @@
  */
 import { peerIdFromString } from '@libp2p/peer-id'
 import { logger } from '@libp2p/logger'
-import { createHost, type AppHost, type HostInit, type HostInvokeRequest } from '../host/index.ts'
-import { createUpgradeLayer, type UpgradeLayer } from '../layer/index.ts'
+import { createHost, HostNotLoadedError, type AppHost, type HostInit, type HostInvokeRequest } from '../host/index.ts'
+import { createUpgradeLayer, UpgradingError, type UpgradeLayer } from '../layer/index.ts'
 import { createUpgradeManager, type ScheduleHook, type ServingState, type UpgradeManager, type UpgradeManagerInit, type UpgradeRuntime } from '../manager/index.ts'
 import type { BundleService } from '../bundle/index.ts'
-import type { ManifestChain, ManifestPropagation } from '../manifest/index.ts'
+import type { ControlLog, ManifestChain, ManifestPropagation } from '../manifest/index.ts'
 import type { MoltLibp2p } from '../overlay/index.ts'
 import type { MoltStore } from '../state/index.ts'
 import type { CID } from 'multiformats/cid'
@@ -38,7 +38,8 @@ export interface AppRuntimeOptions {
   manager?: Omit<UpgradeManagerInit, 'class' | 'dataDir'>
 
   /**
-   * When this node may upgrade.
+   * When this node may upgrade. Rollout control comes first: while the version is paused or
+   * aborted, or this node is not on its allow-list, the node waits whatever the schedule says.
    *
    * @default eager: at once
    */
@@ -59,6 +60,7 @@ interface AppRuntimeComponents {
   libp2p: MoltLibp2p
   store: MoltStore
   chain: ManifestChain
+  controls: ControlLog
   bundles: BundleService
   propagation: ManifestPropagation
   system: string
@@ -69,7 +71,7 @@ interface AppRuntimeComponents {
  * Builds and starts the host, the layer and the manager of a node.
  */
 export async function startAppRuntime (components: AppRuntimeComponents, options: AppRuntimeOptions): Promise<AppRuntime> {
-  const { libp2p, store, chain, bundles, propagation, system } = components
+  const { libp2p, store, chain, controls, bundles, propagation, system } = components
   const shutdown = new AbortController()
   let layer: UpgradeLayer | undefined
   let serving: ServingState | undefined
@@ -120,13 +122,52 @@ export async function startAppRuntime (components: AppRuntimeComponents, options
     invariants: async (bundle, namespace, signal) => await host.invariants(bundle, namespace, { signal })
   }
 
+  /** resolves at the next applied control message (or rejects when the signal aborts) */
+  const nextControl = async (signal: AbortSignal): Promise<void> => {
+    await new Promise<void>((resolve, reject) => {
+      const done = (): void => {
+        propagation.events.removeEventListener('control:accepted', done)
+        signal.removeEventListener('abort', onAbort)
+        resolve()
+      }
+      const onAbort = (): void => { done(); reject(signal.reason) }
+      propagation.events.addEventListener('control:accepted', done)
+      signal.addEventListener('abort', onAbort, { once: true })
+    })
+  }
+  /** paused, aborted or not on the allow-list: this node waits, whatever its schedule says */
+  const controlsPermit = async (version: number, signal: AbortSignal): Promise<void> => {
+    const me = libp2p.peerId.toString()
+    while (true) {
+      const c = controls.state()
+      const allowList = c.allow[version]
+      if (!c.paused.includes(version) && !c.aborted.includes(version) && (allowList == null || allowList.includes(me))) {
+        return
+      }
+      log('upgrade to %d held by rollout control (paused %s, aborted %s, allowed %s)', version, c.paused.includes(version), c.aborted.includes(version), allowList == null || allowList.includes(me))
+      await nextControl(signal)
+    }
+  }
+
   const manager = createUpgradeManager({
     store,
     chain,
     runtime,
     fetchBundle: async (cid, size, signal) => { await bundles.fetch(cid, { declaredSize: size, signal }) },
-    ...(options.schedule != null ? { schedule: options.schedule } : {})
-  }, { ...options.manager, class: options.class, ...(components.dataDir != null ? { dataDir: components.dataDir } : {}) })
+    schedule: async (context) => {
+      await controlsPermit(context.manifest.body.version, context.signal)
+      await options.schedule?.(context)
+      // a pause or abort may have come while the schedule waited
+      await controlsPermit(context.manifest.body.version, context.signal)
+    }
+  }, {
+    ...options.manager,
+    class: options.class,
+    minimumVersion: Math.max(options.manager?.minimumVersion ?? 0, controls.state().minimumVersion),
+    ...(components.dataDir != null ? { dataDir: components.dataDir } : {})
+  })
+  const onControl = (): void => { manager.retire(controls.state().minimumVersion) }
+  propagation.events.addEventListener('control:accepted', onControl)
 
   // until the manager has loaded the app, every call answers Upgrading (retryable)
   layer = createUpgradeLayer({ libp2p }, {
@@ -137,7 +178,16 @@ export async function startAppRuntime (components: AppRuntimeComponents, options
       const target = serving?.aliases.includes(request.target.version) === true
         ? { kind: 'current' as const, version: serving.version }
         : request.target
-      return await host.invoke({ ...request, target } as HostInvokeRequest)
+      try {
+        return await host.invoke({ ...request, target } as HostInvokeRequest)
+      } catch (err) {
+        // between two versions (a reload, a restart after a crash) the node is upgrading: a
+        // retryable answer, not the app's error
+        if (err instanceof HostNotLoadedError) {
+          throw new UpgradingError(`this node is between versions (${err.message})`)
+        }
+        throw err
+      }
     }
   })
   manager.events.addEventListener('serving:changed', (event) => {
@@ -175,6 +225,7 @@ export async function startAppRuntime (components: AppRuntimeComponents, options
     async stop () {
       shutdown.abort()
       propagation.events.removeEventListener('manifest:accepted', onAccepted)
+      propagation.events.removeEventListener('control:accepted', onControl)
       await manager.stop()
       await layer?.stop()
       await host.stop()

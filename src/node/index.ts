@@ -361,7 +361,7 @@ export async function createMoltNode (options: MoltNodeOptions): Promise<MoltNod
     }))
     // after the bootstrap dials: the app's bundles may have to come from those peers
     if (options.app != null) {
-      node.app = await startAppRuntime({ libp2p, store, chain, bundles, propagation, system, ...(options.dataDir != null ? { dataDir: options.dataDir } : {}) }, options.app)
+      node.app = await startAppRuntime({ libp2p, store, chain, controls, bundles, propagation, system, ...(options.dataDir != null ? { dataDir: options.dataDir } : {}) }, options.app)
       forward(node.app.manager.events, node, ['upgrade:phase', 'upgrade:completed', 'upgrade:advanced', 'upgrade:rolled-back', 'upgrade:postponed', 'serving:changed'])
     }
     log('node %p started at version %d of %s', libp2p.peerId, chain.head().body.version, system)
