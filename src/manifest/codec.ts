@@ -226,22 +226,28 @@ export async function bodyCid (bodyBytes: Uint8Array): Promise<CID> {
 }
 
 /**
+ * Decodes dag-cbor strictly. Bytes that are valid CBOR but not canonical dag-cbor (an integer
+ * in a longer form, say) fail `NonCanonicalEncodingError`; anything else `ManifestDecodeError`.
+ * Map-key order is checked by the caller, by re-encoding what it validated.
+ */
+export function decodeStrict (bytes: Uint8Array, what: string): unknown {
+  try {
+    return cbor.decode(bytes)
+  } catch (err) {
+    try {
+      cborgDecode(bytes, { ...cbor.decodeOptions, strict: false })
+    } catch {
+      throw new ManifestDecodeError(`${what}: not dag-cbor (${(err as Error).message})`)
+    }
+    throw new NonCanonicalEncodingError(`${what}: not the canonical dag-cbor encoding (${(err as Error).message})`)
+  }
+}
+
+/**
  * Decodes canonical body bytes; refuses any encoding that does not re-encode to the same bytes.
  */
 export function decodeBody (bodyBytes: Uint8Array): ManifestBody {
-  let value: unknown
-  try {
-    value = cbor.decode(bodyBytes)
-  } catch (err) {
-    // tell "valid CBOR, but not canonical" (e.g. an integer in a longer form) from garbage
-    try {
-      cborgDecode(bodyBytes, { ...cbor.decodeOptions, strict: false })
-    } catch {
-      throw new ManifestDecodeError(`body: not dag-cbor (${(err as Error).message})`)
-    }
-    throw new NonCanonicalEncodingError(`body: not the canonical dag-cbor encoding (${(err as Error).message})`)
-  }
-  const body = validateBody(value)
+  const body = validateBody(decodeStrict(bodyBytes, 'body'))
   if (!equals(cbor.encode(plainBody(body)), bodyBytes)) {
     throw new NonCanonicalEncodingError('body: not the canonical dag-cbor encoding')
   }

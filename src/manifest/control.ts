@@ -7,13 +7,13 @@
  * message changes nothing: the log only grows at `highest + 1`.
  */
 import * as cbor from '@ipld/dag-cbor'
-import { decode as cborgDecode } from 'cborg'
 import { logger } from '@libp2p/logger'
 import { Key, type Datastore } from 'interface-datastore'
 import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
 import { equals } from 'uint8arrays/equals'
 import { ManifestDecodeError, ManifestTooLargeError, NonCanonicalEncodingError, WrongSystemError } from './errors.ts'
+import { decodeStrict } from './codec.ts'
 import { verifySignatures, signBody } from './policy.ts'
 import type { ManifestSignature, TrustPolicy } from './types.ts'
 import type { PrivateKey } from '@libp2p/interface'
@@ -185,18 +185,7 @@ export async function decodeSignedControl (data: Uint8Array): Promise<SignedCont
     fail('control', 'malformed')
   }
   const bodyBytes = v.b
-  let value: unknown
-  try {
-    value = cbor.decode(bodyBytes)
-  } catch (err) {
-    try {
-      cborgDecode(bodyBytes, { ...cbor.decodeOptions, strict: false })
-    } catch {
-      fail('control.b', `not dag-cbor (${(err as Error).message})`)
-    }
-    throw new NonCanonicalEncodingError('control: not the canonical dag-cbor encoding')
-  }
-  const body = validateControlBody(value)
+  const body = validateControlBody(decodeStrict(bodyBytes, 'control.b'))
   if (!equals(cbor.encode(body), bodyBytes)) {
     throw new NonCanonicalEncodingError('control: not the canonical dag-cbor encoding')
   }
