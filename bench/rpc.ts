@@ -8,10 +8,20 @@
  * machine load. `--via future-so` labels the layer's calls one version ahead, so each goes
  * through a future-SO that calls the current object (one SO hop).
  *
- * Not measured here: calls crossing into an isolated worker host (src/host does not exist yet).
+ * The isolated path, as a node runs it (decision 7): `isolated` is the layer in front of the
+ * worker host (`createHost`, the `counter-v1` fixture loaded, its null method `echo`), so each
+ * call goes layer → host worker → app method and back; `crossing` is the worker round trip alone
+ * (`host.invoke` of the same method from this thread, no network), taken between the network
+ * calls as a node's calls arrive; `crossing_back_to_back` is a second one right after it, with
+ * the worker awake (what `bench host` measures). All four alternate call by call, in a rotating
+ * order, so they see the same machine load. Targets: isolated ≤ 1.3× bare,
+ * crossing ≤ 100 µs p50. (`--via` applies to `layer` only: the isolated host runs no future-SO.)
  */
+import { fileURLToPath } from 'node:url'
+import { createHost, type AppHost, type HostInvokeRequest } from '../src/host/index.ts'
 import { createOverlay, handleRequests, sendRequest, type MoltLibp2p } from '../src/overlay/index.ts'
-import { createUpgradeLayer, type InvokeRequest } from '../src/layer/index.ts'
+import { createUpgradeLayer, type InvokeRequest, type UpgradeLayer } from '../src/layer/index.ts'
+import { openStore, type MoltStore } from '../src/state/index.ts'
 
 const SYSTEM = 'bench'
 
@@ -48,6 +58,9 @@ export default async function rpc (flags: Record<string, string | boolean | unde
   }
 
   const nodes: MoltLibp2p[] = []
+  const layers: UpgradeLayer[] = []
+  let host: AppHost | undefined
+  let store: MoltStore | undefined
   try {
     const server = await createOverlay({ system: SYSTEM, profile: 'local', listen: ['/ip4/127.0.0.1/tcp/0'] })
     nodes.push(server)
@@ -73,6 +86,20 @@ export default async function rpc (flags: Record<string, string | boolean | unde
     const clientLayer = createUpgradeLayer({ libp2p: client }, { system: SYSTEM, state: { version: 1, class: 'bench' }, invoke })
     await serverLayer.start()
     await clientLayer.start()
+    layers.push(clientLayer, serverLayer)
+
+    // isolated: the same layer, in front of the worker host; a system of its own, so its RPC
+    // protocol does not collide with the in-thread layer's on the same two nodes
+    store = await openStore({ memory: true })
+    host = createHost({ store, self: { peerId: server.peerId.toString() } })
+    await host.load({ current: { class: 'counter', version: 1, bundle: { dir: fileURLToPath(new URL('../test/fixtures/apps/counter-v1/', import.meta.url)) } } })
+    const isoSystem = `${SYSTEM}-iso`
+    const isoServer = createUpgradeLayer({ libp2p: server }, { system: isoSystem, state: { version: 1, class: 'counter' }, invoke: async (request) => await (host as AppHost).invoke(request as HostInvokeRequest) })
+    const isoClient = createUpgradeLayer({ libp2p: client }, { system: isoSystem, state: { version: 1, class: 'counter' }, invoke })
+    await isoServer.start()
+    await isoClient.start()
+    layers.push(isoClient, isoServer)
+    const crossingRequest: HostInvokeRequest = { target: { kind: 'current', version: 1 }, method: 'echo', args: [], peer: client.peerId.toString(), caller: { version: 1, class: 'counter' } }
     let seen = 0
     clientLayer.events.addEventListener('version:seen', () => { seen++ })
 
@@ -86,27 +113,43 @@ export default async function rpc (flags: Record<string, string | boolean | unde
     const layer = async (): Promise<void> => {
       await clientLayer.call(peer, 'ping', [], label)
     }
-
-    for (let i = 0; i < warmup; i++) {
-      await bare()
-      await layer()
+    const isolated = async (): Promise<void> => {
+      await isoClient.call(peer, 'echo', [])
     }
-    const bareNs: number[] = []
-    const layerNs: number[] = []
+    const crossing = async (): Promise<void> => {
+      await (host as AppHost).invoke(crossingRequest)
+    }
+
+    const kinds = [bare, layer, isolated, crossing]
+    for (let i = 0; i < warmup; i++) {
+      for (const run of kinds) {
+        await run()
+      }
+    }
+    const samples = new Map<() => Promise<void>, number[]>(kinds.map(k => [k, []]))
+    // a second crossing right after the first: the worker is awake then (back to back, as
+    // `bench host` measures it), where the first one follows network work, as calls do in a node
+    const warmNs: number[] = []
     for (let i = 0; i < calls; i++) {
-      // alternate which goes first, so neither always follows the other
-      const order = i % 2 === 0 ? [bare, layer] : [layer, bare]
-      for (const run of order) {
+      // rotate which goes first, so none always follows another
+      for (let j = 0; j < kinds.length; j++) {
+        const run = kinds[(i + j) % kinds.length] as () => Promise<void>
         const t0 = process.hrtime.bigint()
         await run()
         const dt = Number(process.hrtime.bigint() - t0)
-        ;(run === bare ? bareNs : layerNs).push(dt)
+        samples.get(run)?.push(dt)
+        if (run === crossing) {
+          const t1 = process.hrtime.bigint()
+          await crossing()
+          warmNs.push(Number(process.hrtime.bigint() - t1))
+        }
       }
     }
-    const b = figures(bareNs)
-    const l = figures(layerNs)
-    await clientLayer.stop()
-    await serverLayer.stop()
+    const b = figures(samples.get(bare) as number[])
+    const l = figures(samples.get(layer) as number[])
+    const iso = figures(samples.get(isolated) as number[])
+    const c = figures(samples.get(crossing) as number[])
+    const w = figures(warmNs)
     return {
       transport: 'tcp loopback, one process, new stream per call',
       via,
@@ -123,9 +166,23 @@ export default async function rpc (flags: Record<string, string | boolean | unde
       ratio_p50: Math.round((l.p50 / b.p50) * 1000) / 1000,
       ratio_p95: Math.round((l.p95 / b.p95) * 1000) / 1000,
       labels_seen: seen,
-      isolated: 'not measured: the worker host (src/host) does not exist yet'
+      isolated_p50_us: iso.p50,
+      isolated_p95_us: iso.p95,
+      isolated_p99_us: iso.p99,
+      isolated_mean_us: iso.mean,
+      crossing_p50_us: c.p50,
+      crossing_p95_us: c.p95,
+      crossing_p99_us: c.p99,
+      crossing_back_to_back_p50_us: w.p50,
+      isolated_ratio_p50: Math.round((iso.p50 / b.p50) * 1000) / 1000,
+      isolated_ratio_p95: Math.round((iso.p95 / b.p95) * 1000) / 1000,
+      isolated_target_met: iso.p50 <= 1.3 * b.p50,
+      crossing_target_met: c.p50 <= 100
     }
   } finally {
+    await Promise.allSettled(layers.map(async l => { await l.stop() }))
+    await host?.stop()
+    await store?.close()
     await Promise.allSettled(nodes.map(async n => { await n.stop() }))
   }
 }

@@ -230,3 +230,47 @@ export type {
   TransformRequest,
   TransformResult
 } from './host/index.ts'
+export {
+  createFleetView,
+  statusTopic,
+  evaluateSchedule,
+  waitForSchedule,
+  BUILTIN_SCHEDULES,
+  simulate,
+  plotSvg,
+  signStatus,
+  encodeSignedStatus,
+  decodeSignedStatus,
+  STATUS_SIGNING_DOMAIN,
+  ScheduleError,
+  StatusDecodeError,
+  StatusTooLargeError,
+  BadStatusSignatureError,
+  WrongStatusSystemError,
+  StaleStatusError,
+  UnknownScheduleError,
+  InvalidScheduleParamsError,
+  ScheduleFailedError,
+  ScheduleTimeoutError,
+  InvalidScenarioError
+} from './schedule/index.ts'
+export type {
+  FleetView,
+  NetworkFleetView,
+  FleetViewComponents,
+  FleetViewEvents,
+  FleetViewInit,
+  StatusRecord,
+  StatusUpdate,
+  PeerStatus,
+  SelfView,
+  ScheduleFunction,
+  ScheduleInput,
+  ScheduleDecision,
+  ScheduleParams,
+  Scenario,
+  SimulationResult,
+  SignedStatus
+} from './schedule/index.ts'
+export { tryUpgrade, tryUpgradeOffline, DryRunError, DryRunInputError, StoreBusyError } from './manager/dry-run.ts'
+export type { DryRunReport, TryUpgradeOptions, DryRunBundle } from './manager/dry-run.ts'

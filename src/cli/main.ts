@@ -15,11 +15,13 @@ import { init, keygen } from './keys.ts'
 import { manifest, sign } from './manifest.ts'
 import { node, status } from './node.ts'
 import { publish } from './publish.ts'
+import { simulateCommand } from './simulate.ts'
+import { tryUpgrade } from './try-upgrade.ts'
 import { parse, UsageError, type CliIO, type Command } from './util.ts'
 
 export type { CliIO } from './util.ts'
 
-const commands: Record<string, Command> = { keygen, init, node, status, publish, sign, pause, resume, abort, retire, allow }
+const commands: Record<string, Command> = { keygen, init, node, status, publish, sign, pause, resume, abort, retire, allow, 'try-upgrade': tryUpgrade, simulate: simulateCommand }
 
 const subcommands: Record<string, Record<string, Command>> = { manifest }
 

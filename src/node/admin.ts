@@ -24,8 +24,11 @@ import { isAbsolute, join } from 'node:path'
 import { logger } from '@libp2p/logger'
 import { fromString } from 'uint8arrays/from-string'
 import { toString } from 'uint8arrays/to-string'
+import { CID } from 'multiformats/cid'
+import { tryUpgrade, type DryRunBundle, type DryRunReport } from '../manager/dry-run.ts'
 import { decodeSignedControl, decodeSignedManifest, encodeSignedManifest, MAX_MANIFEST_BYTES, verifyManifest, type RolloutControl } from '../manifest/index.ts'
 import type { MoltNode, NodeStatus } from './index.ts'
+import type { MoltStore } from '../state/index.ts'
 
 const log = logger('molt:node:admin')
 
@@ -133,6 +136,12 @@ export type AdminRequest =
   | { op: 'publish', manifest: string, wait?: number, timeoutMs?: number }
   /** applies and injects a signed control message (base64 of `encodeSignedControl`) */
   | { op: 'control', control: string }
+  /**
+   * Dry-runs an upgrade on a snapshot of the node's store (`tryUpgrade`): `bundle` is an absolute
+   * directory path or the CID of a bundle the node holds; the other fields default to the node's
+   * current class and version, the next version, the time of the request and seed 0.
+   */
+  | { op: 'try-upgrade', bundle: string, class?: string, newClass?: string, fromVersion?: number, toVersion?: number, now?: number, seed?: number, transformMs?: number }
 
 /** What `verify` reports. */
 export interface AdminVerifyResult {
@@ -166,6 +175,7 @@ export interface AdminResults {
   pack: { cid: string, size: number }
   publish: AdminPublishResult
   control: AdminControlResult
+  'try-upgrade': DryRunReport
 }
 
 /** What `control` reports. */
@@ -439,6 +449,8 @@ class AdminSocketServer implements AdminServer {
         const verdict = await node.publishControl(control)
         return { cid: control.cid.toString(), seq: control.body.seq, verdict, state: node.controls.state() }
       }
+      case 'try-upgrade':
+        return await this.tryUpgrade(request, signal)
       default:
         throw new AdminBadRequestError(`unknown operation ${JSON.stringify(request.op)}`)
     }
@@ -473,6 +485,52 @@ class AdminSocketServer implements AdminServer {
       chains: previous == null ? null : manifest.body.previous?.equals(previous.cid) === true,
       stored: stored?.cid.toString() ?? null
     }
+  }
+
+  private async tryUpgrade (request: Record<string, unknown>, signal: AbortSignal): Promise<DryRunReport> {
+    const store = this.node.store
+    if (typeof request.bundle !== 'string' || request.bundle === '') {
+      throw new AdminBadRequestError('bundle: expected an absolute directory path or a bundle CID')
+    }
+    let bundle: DryRunBundle
+    if (isAbsolute(request.bundle)) {
+      bundle = { dir: request.bundle }
+    } else {
+      try {
+        bundle = CID.parse(request.bundle)
+      } catch {
+        throw new AdminBadRequestError(`bundle: ${JSON.stringify(request.bundle.slice(0, 100))} is neither an absolute directory path nor a CID`)
+      }
+    }
+    const name = (field: string): string | undefined => {
+      const value = request[field]
+      if (value !== undefined && (typeof value !== 'string' || value === '')) {
+        throw new AdminBadRequestError(`${field}: expected a class name`)
+      }
+      return value
+    }
+    const klass = name('class')
+    const newClass = name('newClass')
+    const fromVersion = optionalCount(request.fromVersion, 'fromVersion', Number.MAX_SAFE_INTEGER)
+    const toVersion = optionalCount(request.toVersion, 'toVersion', Number.MAX_SAFE_INTEGER)
+    const now = optionalCount(request.now, 'now', Number.MAX_SAFE_INTEGER)
+    const seed = optionalCount(request.seed, 'seed', Number.MAX_SAFE_INTEGER)
+    const transformMs = optionalCount(request.transformMs, 'transformMs', this.maxWaitMs)
+    if (transformMs === 0) {
+      throw new AdminBadRequestError('transformMs: expected a positive integer')
+    }
+    return await tryUpgrade(store, {
+      bundle,
+      bundles: this.node.bundles,
+      signal,
+      ...(klass != null ? { class: klass } : {}),
+      ...(newClass != null ? { newClass } : {}),
+      ...(fromVersion != null ? { fromVersion } : {}),
+      ...(toVersion != null ? { toVersion } : {}),
+      ...(now != null ? { now } : {}),
+      ...(seed != null ? { seed } : {}),
+      ...(transformMs != null ? { transformMs } : {})
+    })
   }
 
   private async publish (request: Record<string, unknown>, socket: Socket, signal: AbortSignal): Promise<AdminPublishResult> {
@@ -534,6 +592,10 @@ class AdminSocketServer implements AdminServer {
   }
 }
 
+/**
+ * The store a node opened. `MoltNode` does not list it yet; the node built by `createMoltNode`
+ * keeps it as `store`, read here when it has a store's shape.
+ */
 function encodeHead (node: MoltNode): Uint8Array {
   return encodeSignedManifest(node.head())
 }

@@ -165,6 +165,8 @@ export interface MoltNode extends TypedEventEmitter<MoltNodeEvents> {
   readonly propagation: ManifestPropagation
   /** the app runtime (host, layer, upgrade manager), when the node runs an app */
   readonly app: AppRuntime | undefined
+  /** the node's persistent store */
+  readonly store: MoltStore
 
   /** the highest accepted manifest */
   head(): SignedManifest
@@ -202,7 +204,7 @@ class Node extends TypedEventEmitter<MoltNodeEvents> implements MoltNode {
     readonly controls: ControlLog,
     readonly bundles: BundleService,
     readonly propagation: ManifestPropagation,
-    private readonly store: MoltStore,
+    readonly store: MoltStore,
     private readonly owns: { libp2p: boolean, store: boolean }
   ) {
     super()
