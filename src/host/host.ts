@@ -101,6 +101,13 @@ export interface PastLinkSpec {
   from: number
   to: number
   bundle: BundleSource
+  /**
+   * The class the node ran at version `to`: the past-SO reads that version's state (read only,
+   * `app/<class>/<to>`) to initialise its own (HotOS'03 §7.2).
+   *
+   * @default the current class
+   */
+  class?: string
 }
 
 /**
@@ -661,7 +668,7 @@ interface ResolvedSpec {
   class: string
   version: number
   current: Resolved
-  past: Array<{ from: number, to: number, module: Resolved }>
+  past: Array<{ from: number, to: number, class: string, module: Resolved }>
   future: Array<{ version: number, module: Resolved }>
 }
 
@@ -810,7 +817,7 @@ class DefaultAppHost implements AppHost {
       future: []
     }
     for (const link of past) {
-      resolved.past.push({ from: link.from, to: link.to, module: await this.materialise(link.bundle, signal) })
+      resolved.past.push({ from: link.from, to: link.to, class: link.class != null ? validateClass(link.class) : klass, module: await this.materialise(link.bundle, signal) })
     }
     for (const link of future) {
       resolved.future.push({ version: link.version, module: await this.materialise(link.bundle, signal) })
@@ -822,8 +829,8 @@ class DefaultAppHost implements AppHost {
 
   private serveData (spec: ResolvedSpec): { data: ServeData, stores: Map<string, StoreBinding> } {
     const stores = new Map<string, StoreBinding>()
-    const bind = (ns: string): string => {
-      stores.set(ns, { datastore: this.components.store.namespace(ns), readOnly: false })
+    const bind = (ns: string, readOnly = false): string => {
+      stores.set(ns, { datastore: this.components.store.namespace(ns), readOnly })
       return ns
     }
     const data: ServeData = {
@@ -832,7 +839,7 @@ class DefaultAppHost implements AppHost {
       self: { peerId: this.components.self.peerId, class: spec.class },
       peers: this.peers(),
       current: { version: spec.version, namespace: bind(appNamespace(spec.class, spec.version)), module: { url: spec.current.url } },
-      past: spec.past.map(l => ({ from: l.from, to: l.to, namespace: bind(pastSoNamespace(l.to)), module: { url: l.module.url } })),
+      past: spec.past.map(l => ({ from: l.from, to: l.to, namespace: bind(pastSoNamespace(l.to)), old: bind(appNamespace(l.class, l.to), true), module: { url: l.module.url } })),
       future: spec.future.map(l => ({ version: l.version, namespace: bind(futureSoNamespace(l.version)), module: { url: l.module.url } }))
     }
     return { data, stores }

@@ -183,6 +183,12 @@ export interface SimulationContext {
   readonly delegate: Delegate
   readonly store: AppStore
   readonly host: HostApi
+  /**
+   * Past-SOs only: the persisted state of the version this SO simulates, as that version left it
+   * (read only; never written again after the TF read it). A past-SO initialises its own state
+   * from it (HotOS'03 §7.2: calls that use I(N-1) reflect the calls made to the old object).
+   */
+  readonly old?: ReadonlyAppStore
 }
 
 /**

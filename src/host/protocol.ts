@@ -27,7 +27,7 @@ export interface ServeData {
   peers: string[]
   current: { version: number, namespace: string, module: ModuleRef }
   /** newest first: the first link calls the current object */
-  past: Array<{ from: number, to: number, namespace: string, module: ModuleRef }>
+  past: Array<{ from: number, to: number, namespace: string, /** the simulated version's own state, read only */ old: string, module: ModuleRef }>
   /** oldest first: the first link calls the current object */
   future: Array<{ version: number, namespace: string, module: ModuleRef }>
 }

@@ -389,6 +389,7 @@ async function startServing (serve: ServeData): Promise<void> {
       const object = checkObject(await pm.pastSO({
         delegate: delegateTo(next, link.to, serve),
         store: soStore,
+        old: readonly(makeStore(link.old, true)),
         host: makeHost(link.to, soStore, serve.self.class, serve.self.peerId)
       }), l)
       past.push({ label: l, version: link.to, from: link.from, to: link.to, object })

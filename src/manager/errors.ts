@@ -32,6 +32,12 @@ export class InsufficientSpaceError extends UpgradeError {
   override readonly name = 'InsufficientSpaceError'
 }
 
+/** After admission, going back needs a declared reverse TF, and this version has none. */
+export class NoReverseTransformError extends UpgradeError {
+  static override readonly name = 'NoReverseTransformError'
+  override readonly name = 'NoReverseTransformError'
+}
+
 /** The manager's persisted record is unreadable or of an unknown format. */
 export class ManagerStateError extends UpgradeError {
   static override readonly name = 'ManagerStateError'

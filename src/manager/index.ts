@@ -12,10 +12,10 @@ import { logger } from '@libp2p/logger'
 import { Key, type Datastore } from 'interface-datastore'
 import { TypedEventEmitter } from 'main-event'
 import { CID } from 'multiformats/cid'
-import { appNamespace as hostAppNamespace, futureSoNamespace, QuiesceTimeoutError, TransformFailedError } from '../host/index.ts'
+import { AppLoadError, appNamespace as hostAppNamespace, futureSoNamespace, pastSoNamespace, QuiesceTimeoutError, TransformFailedError } from '../host/index.ts'
 import {
   CrashPointError, HealthCheckFailedError, InsufficientSpaceError, InvariantFailedError, ManagerStateError,
-  StartFailedError
+  NoReverseTransformError, StartFailedError
 } from './errors.ts'
 import { UPGRADE_PHASES, type FutureLink, type HistoryEntry, type Incarnation, type PastLink, type RunSpec, type ServingState, type UpgradePhase, type UpgradeRuntime } from './types.ts'
 import type { ManifestChain } from '../manifest/index.ts'
@@ -154,6 +154,8 @@ export interface UpgradeManagerEvents {
   'upgrade:rolled-back': CustomEvent<{ version: number, error: Error }>
   /** the running version did not quiesce in time: retried later */
   'upgrade:postponed': CustomEvent<{ version: number, error: Error }>
+  /** an admitted version was taken back through its reverse TF */
+  'upgrade:reversed': CustomEvent<{ from: number, to: number }>
   /** what the layer must answer changed */
   'serving:changed': CustomEvent<ServingState>
 }
@@ -183,6 +185,14 @@ export interface UpgradeManager {
    * in progress). The minimum never falls.
    */
   retire(minimumVersion: number): void
+  /**
+   * Takes the node back from the running version, after its admission, to the code it ran before:
+   * the running object quiesces and stops, the version's `reverseTransform` carries its state
+   * back, and the earlier code runs again. The version is then bad here (a later manifest naming
+   * `fromVersion` fixes forward). Rejects `NoReverseTransformError` when the version declares
+   * none; on any failure the running version resumes on its untouched state.
+   */
+  reverse(): Promise<void>
   /** stops following the chain and waits for the step in progress to end or abort */
   stop(): Promise<void>
 }
@@ -248,6 +258,7 @@ class Manager implements UpgradeManager {
   private minimumVersion: number
   /** the past-SO chain changed (a retirement) and the app must be reloaded without it */
   private reloadNeeded = false
+  private pendingReverse?: { resolve: () => void, reject: (err: Error) => void }
 
   constructor (private readonly components: UpgradeManagerComponents, init: UpgradeManagerInit) {
     this.datastore = components.store.namespace('manager')
@@ -296,7 +307,9 @@ class Manager implements UpgradeManager {
     return {
       version: current.version,
       class: current.class,
-      minimumVersion: this.minimumVersion,
+      // the version a node runs is never retired under it (calls to the current object cannot be
+      // disallowed, ECOOP'06): a node still below the minimum serves its own version until it upgrades
+      minimumVersion: Math.min(this.minimumVersion, current.version),
       past,
       aliases,
       future: this.record.futures.map(f => f.version).filter(v => v > current.version),
@@ -315,7 +328,8 @@ class Manager implements UpgradeManager {
         break
       }
       if (!old.bundle.equals(newer.bundle) || old.class !== newer.class) {
-        past.push({ from: old.version, to: old.version, bundle: newer.bundle })
+        // the past-SO initialises its state from the old version's (the host assumes the current class)
+        past.push({ from: old.version, to: old.version, bundle: newer.bundle, ...(old.class !== current.class ? { class: old.class } : {}) })
       } else if (past.length > 0) {
         // same code as the newer version: the same past-SO answers it
         (past[past.length - 1] as PastLink).from = old.version
@@ -425,6 +439,16 @@ class Manager implements UpgradeManager {
     this.wake?.()
   }
 
+  async reverse (): Promise<void> {
+    if (this.pendingReverse != null) {
+      throw new ManagerStateError('a reverse is already pending')
+    }
+    await new Promise<void>((resolve, reject) => {
+      this.pendingReverse = { resolve, reject }
+      this.wake?.()
+    })
+  }
+
   retire (minimumVersion: number): void {
     if (minimumVersion <= this.minimumVersion) {
       return
@@ -477,6 +501,17 @@ class Manager implements UpgradeManager {
   private async step (signal: AbortSignal): Promise<boolean> {
     if (this.record.attempt != null) {
       await this.drive(this.record.attempt, signal)
+      return true
+    }
+    if (this.pendingReverse != null) {
+      const pending = this.pendingReverse
+      this.pendingReverse = undefined
+      try {
+        await this.reverseNow(signal)
+        pending.resolve()
+      } catch (err) {
+        pending.reject(err as Error)
+      }
       return true
     }
     if (this.reloadNeeded) {
@@ -561,7 +596,16 @@ class Manager implements UpgradeManager {
         return
       case 'fetched': {
         const link = { version: attempt.target, bundle: attempt.to.bundle }
-        await runtime.installFuture(link, signal)
+        try {
+          await runtime.installFuture(link, signal)
+        } catch (err) {
+          const name = (err as Error).name
+          if (signal.aborted || (name !== 'AppLoadError' && name !== 'AppApiMismatchError')) throw err
+          // the new version's code cannot start here: it fails the same way every time, so it is
+          // reported and marked bad rather than retried in a loop
+          await this.rollBack(attempt, new StartFailedError(`the future-SO of version ${attempt.target} did not start: ${(err as Error).message}`, { cause: err }), signal)
+          return
+        }
         if (!this.record.futures.some(f => f.version === link.version)) {
           this.record.futures.push(link)
         }
@@ -656,6 +700,61 @@ class Manager implements UpgradeManager {
         this.events.safeDispatchEvent('upgrade:completed', { detail: { from, to: attempt.target } })
       }
     }
+  }
+
+  /**
+   * The reverse of an admitted upgrade. Crash-safe by construction: the record changes only at
+   * the end, and the reverse TF writes only the earlier version's namespace, so a crash part-way
+   * restarts the running version on its untouched state.
+   */
+  private async reverseNow (signal: AbortSignal): Promise<void> {
+    const { runtime } = this.components
+    const lineage = this.record.lineage
+    const current = this.current
+    // the incarnation before the running code: skip versions that only advanced the number
+    let i = lineage.length - 2
+    while (i >= 0 && (lineage[i] as Incarnation).bundle.equals(current.bundle) && (lineage[i] as Incarnation).class === current.class) {
+      i--
+    }
+    const previous = lineage[i]
+    if (previous == null) {
+      throw new NoReverseTransformError(`version ${current.version} runs the genesis code: there is nothing to go back to`)
+    }
+    const introduced = (lineage[i + 1] as Incarnation).version
+    this.quiescing = true
+    this.emitServing()
+    try {
+      await runtime.quiesce(AbortSignal.any([signal, AbortSignal.timeout(this.options.quiesceMs)]))
+      await runtime.stop()
+      await this.checkSpace()
+      await runtime.transform({
+        bundle: current.bundle,
+        reverse: true,
+        from: appNamespace(current),
+        futureState: pastSoNamespace(previous.version),
+        to: appNamespace(previous),
+        now: this.options.now(),
+        seed: introduced,
+        signal: AbortSignal.any([signal, AbortSignal.timeout(this.options.transformMs)])
+      })
+      await runtime.run(this.runSpec(lineage.slice(0, i + 1)), signal)
+    } catch (err) {
+      // the running version's state was never written: it simply runs again
+      await runtime.run(this.runSpec(lineage), signal)
+      this.quiescing = false
+      this.emitServing()
+      if (err instanceof AppLoadError && /reverseTransform/.test(err.message)) {
+        throw new NoReverseTransformError(`version ${introduced} declares no reverse TF: the way back is forward (a manifest naming fromVersion ${previous.version})`)
+      }
+      throw err
+    }
+    this.record.lineage = lineage.slice(0, i + 1)
+    this.record.bad.push(introduced)
+    await this.addHistory({ event: 'reversed', from: current.version, to: previous.version })
+    await this.save()
+    this.quiescing = false
+    this.emitServing()
+    this.events.safeDispatchEvent('upgrade:reversed', { detail: { from: current.version, to: previous.version } })
   }
 
   /** Starts the new version (not yet taking traffic) and checks its health and invariants. */

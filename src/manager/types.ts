@@ -44,6 +44,12 @@ export interface PastLink {
   from: number
   to: number
   bundle: CID
+  /**
+   * The class the node ran at `to`, whose state the past-SO initialises from.
+   *
+   * @default the current class
+   */
+  class?: string
 }
 
 /**

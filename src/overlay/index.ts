@@ -129,7 +129,10 @@ export function moltServices (options: MoltServicesOptions): ServiceFactoryMap<M
   const profile = options.profile ?? 'network'
   return {
     identify: identify(),
-    ping: ping(),
+    // kad-dht pings new contacts and libp2p's connection monitor pings every 10 s, both on this
+    // protocol: with the default of one outbound stream per connection a collision closes the
+    // connection, so allow a few
+    ping: ping({ maxOutboundStreams: 4, maxInboundStreams: 4 }),
     pubsub: gossipsub(gossipsubOptions(profile)),
     moltDht: kadDHT({
       protocol: protocolId(system, 'kad'),

@@ -7,9 +7,9 @@ import { createHash } from 'node:crypto'
 import * as cbor from '@ipld/dag-cbor'
 import { describe, it, expect, afterEach } from 'vitest'
 import { genesisManifest, openManifestChain, type ManifestChain } from '../../src/manifest/index.ts'
-import { appNamespace, type CheckReport, type TransformRequest } from '../../src/host/index.ts'
+import { AppLoadError, appNamespace, type CheckReport, type TransformRequest } from '../../src/host/index.ts'
 import {
-  CrashPointError, UPGRADE_PHASES, createUpgradeManager,
+  CrashPointError, NoReverseTransformError, UPGRADE_PHASES, createUpgradeManager,
   type CrashPoint, type FutureLink, type RunSpec, type UpgradeManager, type UpgradeRuntime
 } from '../../src/manager/index.ts'
 import { openStore, type MoltStore } from '../../src/state/index.ts'
@@ -24,6 +24,7 @@ type Tf = (old: number, random: number, now: number) => number
 /** Behaviour of each test bundle, by CID string. */
 interface Behaviour {
   tf?: Tf
+  reverseTf?: Tf
   tfThrows?: boolean
   unhealthy?: boolean
   invariantFails?: boolean
@@ -62,12 +63,13 @@ class TestRuntime implements UpgradeRuntime {
   async transform (request: TransformRequest): Promise<void> {
     this.transforms++
     const b = this.behaviour.get(request.bundle.toString())
+    if (request.reverse === true && b?.reverseTf == null) throw new AppLoadError('the bundle does not export reverseTransform')
     if (b?.tfThrows === true) throw new Error('TF bug')
     const old = this.store.namespace(request.from)
     const count = cbor.decode<number>(await old.get(new Key('/count')))
     let seed = request.seed
     const random = (): number => { seed = (seed * 1103515245 + 12345) >>> 0; return seed / 2 ** 32 }
-    const next = (b?.tf ?? ((n) => n))(count, random(), request.now)
+    const next = ((request.reverse === true ? b?.reverseTf : b?.tf) ?? ((n) => n))(count, random(), request.now)
     await this.store.namespace(request.to).put(new Key('/count'), cbor.encode(next))
   }
 
@@ -260,5 +262,41 @@ describe('upgrade manager', () => {
     m.poke()
     await eventually(() => m.current.version === 2, 'at version 2')
     expect(cbor.decode(await w.store.namespace('app/app/2').get(new Key('/count')))).toBe(121)
+  })
+  it('after admission, goes back only through a declared reverse TF; without one the version keeps running', async () => {
+    const w = await world()
+    const runtime = new TestRuntime(w.store, w.behaviour)
+    const m = manager(w, runtime)
+    managers.push(m)
+    await m.start()
+    await publish(w, { tf: (n) => n * 2, reverseTf: (n) => n / 2 })
+    m.poke()
+    await eventually(() => m.current.version === 1, 'at version 1')
+    // version 1 takes writes after its admission
+    await w.store.namespace('app/app/1').put(new Key('/count'), cbor.encode(100))
+    await m.reverse()
+    expect(m.current.version).toBe(0)
+    expect(runtime.running?.current.version).toBe(0)
+    expect(cbor.decode(await w.store.namespace('app/app/0').get(new Key('/count')))).toBe(50)
+    expect(m.badVersions()).toEqual([1])
+    expect((await m.history()).map(h => h.event)).toEqual(['upgraded', 'reversed'])
+    // not retried: the node stays at 0 until a manifest fixes forward
+    for (let i = 0; i < 3; i++) { m.poke(); await new Promise(resolve => setTimeout(resolve, 30)) }
+    expect(m.current.version).toBe(0)
+
+    const w2 = await world()
+    const runtime2 = new TestRuntime(w2.store, w2.behaviour)
+    const m2 = manager(w2, runtime2)
+    managers.push(m2)
+    await m2.start()
+    await publish(w2, { tf: (n) => n * 2 })
+    m2.poke()
+    await eventually(() => m2.current.version === 1, 'second world at version 1')
+    const before = await digest(w2.store, 'app/app/1')
+    await expect(m2.reverse()).rejects.toThrow(NoReverseTransformError)
+    expect(m2.current.version).toBe(1)
+    expect(runtime2.running?.current.version).toBe(1)
+    expect(m2.serving().quiescing).toBe(false)
+    expect(await digest(w2.store, 'app/app/1')).toBe(before)
   })
 })
