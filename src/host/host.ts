@@ -121,7 +121,7 @@ export interface FutureLinkSpec {
 
 /**
  * What the host runs. Past links newest first and contiguous down from `current.version - 1`;
- * future links oldest first and contiguous up from `current.version + 1`.
+ * future links oldest first above `current.version` (they may skip versions).
  */
 export interface HostSpec {
   current: CurrentSpec
@@ -804,11 +804,15 @@ class DefaultAppHost implements AppHost {
       }
       expectTo = from - 1
     }
-    future.forEach((link, i) => {
-      if (checkVersion(link.version, 'future.version') !== version + 1 + i) {
-        throw new InvalidHostSpecError(`future: links must be oldest first and contiguous above ${version}`)
+    // future links may skip versions (one that failed here, or whose upgrade names another
+    // class): each future-SO simulates its version by calling the next-older link
+    let above = version
+    for (const link of future) {
+      if (checkVersion(link.version, 'future.version') <= above) {
+        throw new InvalidHostSpecError(`future: links must be oldest first, each above ${above} (got ${link.version})`)
       }
-    })
+      above = link.version
+    }
     const resolved: ResolvedSpec = {
       class: klass,
       version,
@@ -1014,9 +1018,9 @@ class DefaultAppHost implements AppHost {
     await this.serial(async () => {
       const spec = this.spec
       if (spec == null) throw new HostNotLoadedError('no version is loaded')
-      const expected = (spec.future.at(-1)?.version ?? spec.version) + 1
-      if (checkVersion(link?.version, 'version') !== expected) {
-        throw new InvalidHostSpecError(`future-SO for version ${link.version}: the next future version is ${expected}`)
+      const above = spec.future.at(-1)?.version ?? spec.version
+      if (checkVersion(link?.version, 'version') <= above) {
+        throw new InvalidHostSpecError(`future-SO for version ${link.version}: future-SOs are installed oldest first, above ${above}`)
       }
       const module = await this.materialise(link.bundle, options.signal)
       const run = await this.serving(options.signal)

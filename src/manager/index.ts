@@ -293,15 +293,15 @@ class Manager implements UpgradeManager {
   serving (): ServingState {
     const current = this.current
     const links = this.runSpec(this.record.lineage).past
-    const past: number[] = []
+    const past = new Set<number>()
+    for (const link of links) {
+      for (let v = link.from; v <= link.to; v++) past.add(v)
+    }
     const aliases: number[] = []
     for (const i of this.record.lineage.slice(0, -1)) {
-      if (i.version < this.minimumVersion) {
-        continue
-      }
-      past.push(i.version)
-      if (!links.some(l => l.from <= i.version && i.version <= l.to)) {
+      if (i.version >= this.minimumVersion && !past.has(i.version)) {
         aliases.push(i.version)
+        past.add(i.version)
       }
     }
     return {
@@ -310,7 +310,7 @@ class Manager implements UpgradeManager {
       // the version a node runs is never retired under it (calls to the current object cannot be
       // disallowed, ECOOP'06): a node still below the minimum serves its own version until it upgrades
       minimumVersion: Math.min(this.minimumVersion, current.version),
-      past,
+      past: [...past].sort((a, b) => a - b),
       aliases,
       future: this.record.futures.map(f => f.version).filter(v => v > current.version),
       quiescing: this.quiescing
@@ -329,7 +329,9 @@ class Manager implements UpgradeManager {
       }
       if (!old.bundle.equals(newer.bundle) || old.class !== newer.class) {
         // the past-SO initialises its state from the old version's (the host assumes the current class)
-        past.push({ from: old.version, to: old.version, bundle: newer.bundle, ...(old.class !== current.class ? { class: old.class } : {}) })
+        // versions skipped by a fix-forward (failed here) are answered by the same past-SO: it
+        // sees the caller's version in its call context
+        past.push({ from: old.version, to: newer.version - 1, bundle: newer.bundle, ...(old.class !== current.class ? { class: old.class } : {}) })
       } else if (past.length > 0) {
         // same code as the newer version: the same past-SO answers it
         (past[past.length - 1] as PastLink).from = old.version
@@ -781,6 +783,9 @@ class Manager implements UpgradeManager {
     log.error('upgrade to %d rolled back - %e', attempt.target, error)
     await this.clear(appNamespace(attempt.to))
     this.record.bad.push(attempt.target)
+    // its future-SO goes too: a later version that fixes forward simulates itself on this node's
+    // own object, not through a version that failed here
+    this.record.futures = this.record.futures.filter(f => f.version !== attempt.target)
     this.record.attempt = null
     await this.addHistory({ event: 'rolled-back', from: this.current.version, to: attempt.target, reason: error.name, detail: error.message })
     await this.save()

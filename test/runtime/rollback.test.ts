@@ -140,10 +140,24 @@ describe('rollback before admission on a real node', () => {
     })
   }
 
-  // Fix forward (a version 2 naming fromVersion 0) does not work on real nodes yet: the manager's
-  // run spec for lineage [0, 2] has the past link 0-0, and the host requires past links contiguous
-  // below the current version (and future links contiguous above it), so version 2 fails to start.
-  it.todo('fixes forward past a version that failed here (version 2 with fromVersion 0)')
+  it('fixes forward past a version that failed here: version 2 naming fromVersion 0 runs, and answers versions 0 and 1 through its past-SO', async () => {
+    const r = await rig()
+    const manager = r.node.app!.manager
+    await r.publish(1, 'rb-tf-throws')
+    await eventually(() => r.rolledBack.length > 0, 'version 1 rolled back', 30_000)
+    expect(manager.serving().future).toEqual([])
+
+    await r.publish(2, 'rb-v1', 0)
+    await eventually(() => manager.current.version === 2, 'fixed forward to version 2', 30_000)
+    expect(manager.badVersions()).toEqual([1])
+    expect(r.node.app!.host.status()).toMatchObject({ state: 'running', version: 2, past: [[0, 1]] })
+    expect(manager.serving()).toMatchObject({ version: 2, past: [0, 1], aliases: [] })
+    expect(await r.call('get')).toBe(3)
+    // callers still at 0, and callers at the version that failed here, are served by the past-SO
+    expect(await r.node.app!.layer.call(r.node.peerId, 'get', [], { version: 0, class: 'rb' })).toBe(3)
+    expect(await r.node.app!.layer.call(r.node.peerId, 'incr', [], { version: 1, class: 'rb' })).toBe(4)
+    expect((await manager.history()).map(h => h.event)).toEqual(['rolled-back', 'upgraded'])
+  })
 
   it('a hung quiesce postpones the upgrade (never forced half-way) and the old version keeps serving; it goes through once quiesce succeeds', async () => {
     const r = await rig({ retryMs: 1000, quiesceMs: 400 })
