@@ -39,19 +39,6 @@ import type { Datastore } from 'interface-datastore'
 const log = logger('molt:host')
 const appLog = logger('molt:app')
 
-/** A promise and its resolvers (`Promise.withResolvers`, typed for the ES2023 lib). */
-interface Deferred<T> {
-  promise: Promise<T>
-  resolve: (value: T) => void
-  reject: (reason: unknown) => void
-}
-
-function deferred<T> (): Deferred<T> {
-  let resolve!: (value: T) => void
-  let reject!: (reason: unknown) => void
-  const promise = new Promise<T>((res, rej) => { resolve = res; reject = rej })
-  return { promise, resolve, reject }
-}
 
 // ---------------------------------------------------------------------------------------------
 // public types
@@ -469,8 +456,8 @@ class WorkerRun {
   ended = false
   pingSentAt: number | undefined
   inflight = 0
-  private drained: Deferred<void> | undefined
-  private startedResolvers = deferred<void>()
+  private drained: PromiseWithResolvers<void> | undefined
+  private startedResolvers = Promise.withResolvers<void>()
 
   constructor (
     data: WorkerData,
@@ -564,7 +551,7 @@ class WorkerRun {
   /** Resolves once no call is in flight. */
   async idle (): Promise<void> {
     while (this.inflight > 0 && !this.ended) {
-      this.drained ??= deferred<void>()
+      this.drained ??= Promise.withResolvers<void>()
       await this.drained.promise
     }
   }
@@ -1132,10 +1119,10 @@ class DefaultAppHost implements AppHost {
   }
 
   private async job (data: JobData, stores: Map<string, StoreBinding>, deadlineMs: number, signal?: AbortSignal): Promise<unknown> {
-    const ended = deferred<never>()
+    const ended = Promise.withResolvers<never>()
     ended.promise.catch(() => {})
     const run = new WorkerRun(data, this.memoryMb, stores, this.components, '', (_r, error) => { ended.reject(error) }, this.onLog)
-    const result = deferred<unknown>()
+    const result = Promise.withResolvers<unknown>()
     run.pending.set(0, result)
     let timer: ReturnType<typeof setTimeout> | undefined
     const timeout = new Promise<never>((_resolve, reject) => {

@@ -26,19 +26,6 @@ if (port == null) {
 }
 const data = workerData as ServeData | JobData
 
-/** A promise and its resolvers (`Promise.withResolvers`, typed for the ES2023 lib). */
-interface Deferred<T> {
-  promise: Promise<T>
-  resolve: (value: T) => void
-  reject: (reason: unknown) => void
-}
-
-function deferred<T> (): Deferred<T> {
-  let resolve!: (value: T) => void
-  let reject!: (reason: unknown) => void
-  const promise = new Promise<T>((res, rej) => { resolve = res; reject = rej })
-  return { promise, resolve, reject }
-}
 
 function post (message: FromWorker): void {
   port!.postMessage(message)
@@ -112,7 +99,7 @@ interface Token {
   /** outgoing calls of this section in flight */
   outstanding: number
   /** resolved when the section holds the node again after its outgoing calls */
-  resumed?: Deferred<void>
+  resumed?: PromiseWithResolvers<void>
   /** the section ended (or was cut at its deadline): it holds nothing any more */
   done: boolean
 }
@@ -172,7 +159,7 @@ async function outside<T> (fn: () => Promise<T>): Promise<T> {
   const token = sections.getStore()
   if (token == null || token.done) return await fn()
   if (token.outstanding++ === 0) {
-    token.resumed = deferred<void>()
+    token.resumed = Promise.withResolvers<void>()
     release(token)
   }
   const resumed = token.resumed!
