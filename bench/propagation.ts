@@ -7,6 +7,7 @@
  * publish 1 s after every node was started and dialled.
  */
 import { createMoltNode, type MoltNode } from '../src/node/index.ts'
+import { seededRandom } from '../src/schedule/index.ts'
 import { buildChain, makeGenesis, makeKeys } from '../test/fixtures.ts'
 import { memoryAddress } from '../test/helpers.ts'
 import type { Benchmark } from './run.ts'
@@ -18,17 +19,6 @@ function quantile (sorted: number[], q: number): number {
 
 const round = (x: number): number => Math.round(x * 10) / 10
 
-/** A seeded generator (mulberry32), so every run builds the same topology. */
-function seeded (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6D2B79F5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 const bench: Benchmark = async (flags) => {
   const n = Number(flags.nodes ?? 100)
@@ -42,7 +32,8 @@ const bench: Benchmark = async (flags) => {
   const genesis = await makeGenesis(keys, 'bench')
   const [manifest] = await buildChain(genesis, keys.release.slice(0, 2), 1)
   const nodes: MoltNode[] = []
-  const random = seeded(Number(flags.seed ?? 1))
+  // seeded, so every run builds the same topology
+  const random = seededRandom(Number(flags.seed ?? 1), 'propagation-topology')
   const rawTopic = '/bench/raw/1'
   try {
     for (let i = 0; i < n; i++) {
