@@ -2,8 +2,6 @@
  * HotOS'03 §7.1, Archive → Cache, across three real nodes in mixed mode: each node runs its app in
  * an isolated worker behind the upgrade layer, and its upgrade manager follows the chain.
  */
-import { readFile } from 'node:fs/promises'
-import { fileURLToPath } from 'node:url'
 import { describe, it, expect, afterEach } from 'vitest'
 import { buildBundle } from '../../src/bundle/index.ts'
 import { createManifest, signManifest, type GenesisConfig } from '../../src/manifest/index.ts'
@@ -11,19 +9,7 @@ import { eventually } from '../helpers.ts'
 import { makeKeys, policyOf } from '../fixtures.ts'
 import { startNode, stopAll } from '../nodes.ts'
 import type { MoltNode } from '../../src/node/index.ts'
-
-const APPS = fileURLToPath(new URL('../fixtures/apps/', import.meta.url))
-
-async function app (name: string): Promise<Map<string, Uint8Array>> {
-  return new Map([['index.js', await readFile(`${APPS}${name}/index.js`)]])
-}
-
-/** A gate per node: its schedule says "upgrade now" once the gate is opened. */
-function gate (): { open: () => void, wait: () => Promise<void> } {
-  let open!: () => void
-  const opened = new Promise<void>(resolve => { open = resolve })
-  return { open, wait: async () => { await opened } }
-}
+import { app, gate } from './apps.ts'
 
 describe('Archive → Cache in mixed mode', () => {
   const nodes: MoltNode[] = []

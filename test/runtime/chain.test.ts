@@ -9,8 +9,6 @@
  * past-SO of version 2 (shipped in kv-v3) before reaching the version-3 object. A version-0
  * caller crosses three.
  */
-import { readFile } from 'node:fs/promises'
-import { fileURLToPath } from 'node:url'
 import { describe, it, expect, afterEach } from 'vitest'
 import { buildBundle } from '../../src/bundle/index.ts'
 import { createControl, createManifest, signControl, signManifest, type GenesisConfig } from '../../src/manifest/index.ts'
@@ -18,12 +16,7 @@ import { eventually } from '../helpers.ts'
 import { makeKeys, policyOf } from '../fixtures.ts'
 import { startNode, stopAll } from '../nodes.ts'
 import type { MoltNode } from '../../src/node/index.ts'
-
-const APPS = fileURLToPath(new URL('../fixtures/apps/', import.meta.url))
-
-async function app (name: string): Promise<Map<string, Uint8Array>> {
-  return new Map([['index.js', await readFile(`${APPS}${name}/index.js`)]])
-}
+import { app } from './apps.ts'
 
 /** A node's schedule: "upgrade now" to any version up to `limit` (or give up when the node stops). */
 function ceiling (limit: number): (context: { manifest: { body: { version: number } }, signal: AbortSignal }) => Promise<void> {

@@ -12,8 +12,6 @@
  * replays them against a serial model of a ColorSet: every answer, and each node's final state,
  * must equal the model's.
  */
-import { readFile } from 'node:fs/promises'
-import { fileURLToPath } from 'node:url'
 import { isDeepStrictEqual } from 'node:util'
 import { describe, it, expect, afterEach } from 'vitest'
 import { buildBundle } from '../../src/bundle/index.ts'
@@ -22,30 +20,11 @@ import { eventually } from '../helpers.ts'
 import { makeKeys, policyOf } from '../fixtures.ts'
 import { startNode, stopAll } from '../nodes.ts'
 import type { MoltNode } from '../../src/node/index.ts'
+import { app, gate } from './apps.ts'
 
-const APPS = fileURLToPath(new URL('../fixtures/apps/', import.meta.url))
 const CLASS = 'colorset'
 const ELEMENTS = 5
 const COLORS = ['red', 'green', 'blue'] as const
-
-async function app (name: string): Promise<Map<string, Uint8Array>> {
-  return new Map([['index.js', await readFile(`${APPS}${name}/index.js`)]])
-}
-
-/** A gate per node: its schedule says "upgrade now" once the gate is opened (or gives up when the node stops). */
-function gate (): { open: () => void, wait: (signal: AbortSignal) => Promise<void> } {
-  let open!: () => void
-  const opened = new Promise<void>(resolve => { open = resolve })
-  return {
-    open,
-    wait: async (signal) => {
-      await new Promise<void>((resolve, reject) => {
-        signal.addEventListener('abort', () => { reject(signal.reason) }, { once: true })
-        void opened.then(resolve)
-      })
-    }
-  }
-}
 
 /** A small seeded random source (mulberry32), so every run issues the same operations. */
 function prng (seed: number): () => number {

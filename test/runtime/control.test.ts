@@ -2,8 +2,6 @@
  * Rollout control acting on real nodes that run an app: pause holds an upgrade, resume releases
  * it, retire makes old calls fail VersionRetired and drops the past-SOs that served them.
  */
-import { readFile } from 'node:fs/promises'
-import { fileURLToPath } from 'node:url'
 import { describe, it, expect, afterEach } from 'vitest'
 import { buildBundle } from '../../src/bundle/index.ts'
 import { createControl, createManifest, signControl, signManifest, type ControlAction, type GenesisConfig } from '../../src/manifest/index.ts'
@@ -11,12 +9,7 @@ import { eventually } from '../helpers.ts'
 import { makeKeys, policyOf, type TestKeys } from '../fixtures.ts'
 import { startNode, stopAll } from '../nodes.ts'
 import type { MoltNode } from '../../src/node/index.ts'
-
-const APPS = fileURLToPath(new URL('../fixtures/apps/', import.meta.url))
-
-async function app (name: string): Promise<Map<string, Uint8Array>> {
-  return new Map([['index.js', await readFile(`${APPS}${name}/index.js`)]])
-}
+import { app } from './apps.ts'
 
 describe('rollout control on nodes running an app', () => {
   const nodes: MoltNode[] = []

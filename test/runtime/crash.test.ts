@@ -23,8 +23,8 @@ import { UPGRADE_PHASES, type HistoryEntry } from '../../src/manager/index.ts'
 import { createManifest, encodeSignedManifest, genesisManifest, genesisToJSON, signManifest, type GenesisConfig } from '../../src/manifest/index.ts'
 import { openStore } from '../../src/state/index.ts'
 import { makeKeys, policyOf } from '../fixtures.ts'
+import { APPS } from './apps.ts'
 
-const APPS = fileURLToPath(new URL('../fixtures/apps/', import.meta.url))
 const NODE_PROCESS = fileURLToPath(new URL('./node-process.ts', import.meta.url))
 const CLOCK = 1_700_000_000_000
 /** the restarted process's clock: never to be used by a resumed attempt */

@@ -6,8 +6,6 @@
  * paper's "v2" (pages + comments) is version 1 (fixture `pages-v1`, which carries the TF, the
  * past-SO and the future-SO).
  */
-import { readFile } from 'node:fs/promises'
-import { fileURLToPath } from 'node:url'
 import { describe, it, expect, afterEach } from 'vitest'
 import { buildBundle } from '../../src/bundle/index.ts'
 import { createManifest, signManifest, type GenesisConfig } from '../../src/manifest/index.ts'
@@ -15,27 +13,7 @@ import { eventually } from '../helpers.ts'
 import { makeKeys, policyOf } from '../fixtures.ts'
 import { startNode, stopAll } from '../nodes.ts'
 import type { MoltNode } from '../../src/node/index.ts'
-
-const APPS = fileURLToPath(new URL('../fixtures/apps/', import.meta.url))
-
-async function app (name: string): Promise<Map<string, Uint8Array>> {
-  return new Map([['index.js', await readFile(`${APPS}${name}/index.js`)]])
-}
-
-/** A gate per node: its schedule says "upgrade now" once the gate is opened (or gives up when the node stops). */
-function gate (): { open: () => void, wait: (signal: AbortSignal) => Promise<void> } {
-  let open!: () => void
-  const opened = new Promise<void>(resolve => { open = resolve })
-  return {
-    open,
-    wait: async (signal) => {
-      await new Promise<void>((resolve, reject) => {
-        signal.addEventListener('abort', () => { reject(signal.reason) }, { once: true })
-        void opened.then(resolve)
-      })
-    }
-  }
-}
+import { app, gate } from './apps.ts'
 
 describe('pages → pages + comments in mixed mode', () => {
   const nodes: MoltNode[] = []

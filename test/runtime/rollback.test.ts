@@ -6,8 +6,6 @@
  * reported and not retried; a hung quiesce postpones; a hung method is cut off by the watchdog
  * and the node keeps serving.
  */
-import { readFile } from 'node:fs/promises'
-import { fileURLToPath } from 'node:url'
 import { describe, it, expect, afterEach } from 'vitest'
 import { buildBundle } from '../../src/bundle/index.ts'
 import { appNamespace, storeDigest } from '../../src/host/index.ts'
@@ -18,12 +16,7 @@ import { makeKeys, policyOf, type TestKeys } from '../fixtures.ts'
 import { startNode, stopAll } from '../nodes.ts'
 import type { MoltNode } from '../../src/node/index.ts'
 import type { UpgradeManagerInit } from '../../src/manager/index.ts'
-
-const APPS = fileURLToPath(new URL('../fixtures/apps/', import.meta.url))
-
-async function app (name: string): Promise<Map<string, Uint8Array>> {
-  return new Map([['index.js', await readFile(`${APPS}${name}/index.js`)]])
-}
+import { app } from './apps.ts'
 
 interface Rig {
   node: MoltNode
