@@ -86,6 +86,7 @@ export type {
 export type * from './manifest/types.ts'
 export { createMoltNode } from './node/index.ts'
 export type { MoltNode, MoltNodeEvents, MoltNodeOptions, NodeStatus, PublishResult } from './node/index.ts'
+export type { AppRuntime, AppRuntimeEvents, AppRuntimeOptions, AppFleetOptions } from './node/app.ts'
 export {
   startAdminServer,
   adminRequest,
@@ -169,6 +170,7 @@ export {
   StartFailedError,
   InsufficientSpaceError,
   ManagerStateError,
+  NoReverseTransformError,
   CrashPointError
 } from './manager/index.ts'
 export type {

@@ -259,6 +259,7 @@ class Manager implements UpgradeManager {
   /** the past-SO chain changed (a retirement) and the app must be reloaded without it */
   private reloadNeeded = false
   private pendingReverse?: { resolve: () => void, reject: (err: Error) => void }
+  private stagedHistory: HistoryEntry[] = []
 
   constructor (private readonly components: UpgradeManagerComponents, init: UpgradeManagerInit) {
     this.datastore = components.store.namespace('manager')
@@ -352,17 +353,32 @@ class Manager implements UpgradeManager {
     return out
   }
 
-  private async save (): Promise<void> {
-    await this.datastore.put(RECORD_KEY, cbor.encode(this.record))
+  /**
+   * Writes the record, and the history entries staged since the last write, in one batch: a
+   * crash never leaves a history line without the state change it records. The record in memory
+   * changes only once the batch is written.
+   */
+  private async save (record: ManagerRecord = this.record): Promise<void> {
+    const batch = this.datastore.batch()
+    let seq = record.historySeq
+    for (const entry of this.stagedHistory) {
+      seq++
+      batch.put(new Key(`/history/${seq.toString().padStart(16, '0')}`), cbor.encode(entry))
+    }
+    const next = { ...record, historySeq: seq }
+    batch.put(RECORD_KEY, cbor.encode(next))
+    await batch.commit()
+    this.stagedHistory = []
+    this.record = next
   }
 
-  private async addHistory (entry: Omit<HistoryEntry, 'at'>): Promise<void> {
+  /** Stages a history line; the next `save` writes it with the record. */
+  private addHistory (entry: Omit<HistoryEntry, 'at'>): void {
     const full: HistoryEntry = { at: Date.now(), ...entry }
     for (const k of Object.keys(full) as Array<keyof HistoryEntry>) {
       if (full[k] === undefined) delete full[k]
     }
-    this.record.historySeq++
-    await this.datastore.put(new Key(`/history/${this.record.historySeq.toString().padStart(16, '0')}`), cbor.encode(full))
+    this.stagedHistory.push(full)
   }
 
   private async load (): Promise<void> {
@@ -544,7 +560,7 @@ class Manager implements UpgradeManager {
       if (!mentions && v === current.version + 1) {
         // no class upgrade for this class: only the version number advances
         this.record.lineage.push({ ...current, version: v })
-        await this.addHistory({ event: 'advanced', from: current.version, to: v })
+        this.addHistory({ event: 'advanced', from: current.version, to: v })
         await this.save()
         this.events.safeDispatchEvent('upgrade:advanced', { detail: { from: current.version, to: v } })
         this.emitServing()
@@ -641,7 +657,7 @@ class Manager implements UpgradeManager {
           this.quiescing = false
           this.emitServing()
           const error = new QuiesceTimeoutError(`version ${this.current.version} did not quiesce within ${this.options.quiesceMs} ms: ${(err as Error).message}`)
-          await this.addHistory({ event: 'postponed', from: this.current.version, to: attempt.target, reason: error.name, detail: error.message })
+          this.addHistory({ event: 'postponed', from: this.current.version, to: attempt.target, reason: error.name, detail: error.message })
           await this.enter(attempt, 'waiting')
           this.events.safeDispatchEvent('upgrade:postponed', { detail: { version: attempt.target, error } })
           await runtime.run(this.runSpec(this.record.lineage), signal)
@@ -691,11 +707,13 @@ class Manager implements UpgradeManager {
         return
       case 'admitted': {
         const from = this.current.version
-        this.record.lineage.push(attempt.to)
-        this.record.attempt = null
-        this.record.futures = this.record.futures.filter(f => f.version > attempt.target)
-        await this.addHistory({ event: 'upgraded', from, to: attempt.target })
-        await this.save()
+        this.addHistory({ event: 'upgraded', from, to: attempt.target })
+        await this.save({
+          ...this.record,
+          lineage: [...this.record.lineage, attempt.to],
+          attempt: null,
+          futures: this.record.futures.filter(f => f.version > attempt.target)
+        })
         this.crash(phase, 'after')
         this.quiescing = false
         this.emitServing()
@@ -752,7 +770,7 @@ class Manager implements UpgradeManager {
     }
     this.record.lineage = lineage.slice(0, i + 1)
     this.record.bad.push(introduced)
-    await this.addHistory({ event: 'reversed', from: current.version, to: previous.version })
+    this.addHistory({ event: 'reversed', from: current.version, to: previous.version })
     await this.save()
     this.quiescing = false
     this.emitServing()
@@ -787,7 +805,7 @@ class Manager implements UpgradeManager {
     // own object, not through a version that failed here
     this.record.futures = this.record.futures.filter(f => f.version !== attempt.target)
     this.record.attempt = null
-    await this.addHistory({ event: 'rolled-back', from: this.current.version, to: attempt.target, reason: error.name, detail: error.message })
+    this.addHistory({ event: 'rolled-back', from: this.current.version, to: attempt.target, reason: error.name, detail: error.message })
     await this.save()
     await this.components.runtime.run(this.runSpec(this.record.lineage), signal)
     this.quiescing = false

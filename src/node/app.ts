@@ -5,13 +5,20 @@
  */
 import { peerIdFromString } from '@libp2p/peer-id'
 import { logger } from '@libp2p/logger'
+import { TypedEventEmitter } from 'main-event'
 import { createHost, HostNotLoadedError, type AppHost, type HostInit, type HostInvokeRequest } from '../host/index.ts'
 import { createUpgradeLayer, UpgradingError, type UpgradeLayer } from '../layer/index.ts'
 import { createUpgradeManager, type ScheduleHook, type ServingState, type UpgradeManager, type UpgradeManagerInit, type UpgradeRuntime } from '../manager/index.ts'
 import type { BundleService } from '../bundle/index.ts'
-import type { ControlLog, ManifestChain, ManifestPropagation } from '../manifest/index.ts'
+import {
+  BUILTIN_SCHEDULES, createFleetView, NO_CONTROL, UnknownScheduleError, waitForSchedule,
+  type ControlState, type Evaluation, type FleetViewInit, type NetworkFleetView, type Phase
+} from '../schedule/index.ts'
+import type { ControlLog, ManifestChain, ManifestPropagation, RolloutControl } from '../manifest/index.ts'
 import type { MoltLibp2p } from '../overlay/index.ts'
 import type { MoltStore } from '../state/index.ts'
+import type { UpgradePhase } from '../manager/types.ts'
+import type { PrivateKey } from '@libp2p/interface'
 import type { CID } from 'multiformats/cid'
 
 const log = logger('molt:node:app')
@@ -41,9 +48,50 @@ export interface AppRuntimeOptions {
    * When this node may upgrade. Rollout control comes first: while the version is paused or
    * aborted, or this node is not on its allow-list, the node waits whatever the schedule says.
    *
-   * @default eager: at once
+   * @default the manifest's schedule: the built-in SF its class upgrade names, with its
+   * parameters, run on this node's fleet view ({@link AppRuntime.fleet})
    */
   schedule?: ScheduleHook
+
+  /**
+   * This node's fleet view (decision 10): its tags (`group` names its replica group, whose
+   * status topic it joins), the peers it counts (replicas, servers, roster) and the view's
+   * timing. The replica group's members should be connected to each other.
+   *
+   * @default no tags, no counted peers, the view's defaults
+   */
+  fleet?: AppFleetOptions
+}
+
+/**
+ * Options of a node's fleet view and of the default schedule that runs on it.
+ */
+export interface AppFleetOptions extends Omit<FleetViewInit, 'system' | 'class' | 'version'> {
+  /**
+   * Ask the scheduling function at least this often while waiting, even if nothing changes.
+   *
+   * @default 1000
+   */
+  evalEveryMs?: number
+  /**
+   * Time budget of one evaluation of a scheduling function.
+   *
+   * @default 50
+   */
+  timeoutMs?: number
+}
+
+/**
+ * Events of a node's app runtime.
+ */
+export interface AppRuntimeEvents {
+  /**
+   * The schedule of a version cannot be run here (`UnknownScheduleError`: not a built-in, or a
+   * `bundle:<export>` custom SF, which is not supported yet), or an evaluation of it failed
+   * (`ScheduleFailedError`, `ScheduleTimeoutError`: counted as wait). Each distinct error is
+   * reported once per version; the upgrade waits, the node keeps running.
+   */
+  'schedule:error': CustomEvent<{ version: number, schedule: string, error: Error }>
 }
 
 /**
@@ -53,6 +101,12 @@ export interface AppRuntime {
   readonly host: AppHost
   readonly layer: UpgradeLayer
   readonly manager: UpgradeManager
+  /**
+   * This node's fleet view: its own status record (fed from the manager's phases), the records
+   * of the peers it counts, and the rollout control as the schedules see it.
+   */
+  readonly fleet: NetworkFleetView
+  readonly events: TypedEventEmitter<AppRuntimeEvents>
   stop(): Promise<void>
 }
 
@@ -64,6 +118,8 @@ interface AppRuntimeComponents {
   bundles: BundleService
   propagation: ManifestPropagation
   system: string
+  /** the node's key, which signs its status records; must be the libp2p node's identity */
+  privateKey: PrivateKey
   dataDir?: string
 }
 
@@ -149,16 +205,115 @@ export async function startAppRuntime (components: AppRuntimeComponents, options
     }
   }
 
+  // --- the fleet view ----------------------------------------------------------------------------
+  const events = new TypedEventEmitter<AppRuntimeEvents>()
+  const { evalEveryMs, timeoutMs, ...fleetInit } = options.fleet ?? {}
+  const fleet = createFleetView({ libp2p, privateKey: components.privateKey }, {
+    ...fleetInit,
+    system,
+    class: options.class
+  })
+  /** own-record changes are published in order; a failure is logged, never thrown at the manager */
+  const publish = (patch: Parameters<NetworkFleetView['update']>[0]): void => {
+    fleet.update(patch).catch(err => { log('could not update the status record - %e', err) })
+  }
+  const controlView = createControlView(controls)
+  /** the version whose rollout the view's control state describes */
+  let scheduling = chain.head().body.version
+  const refreshControl = (): void => { fleet.setControl(controlView.state(scheduling)) }
+  refreshControl()
+  const onControlView = (): void => { controlView.catchUp(); refreshControl() }
+  propagation.events.addEventListener('control:accepted', onControlView)
+
+  const onPhase = (event: CustomEvent<{ version: number, phase: UpgradePhase }>): void => {
+    const { version, phase } = event.detail
+    if (version !== scheduling) {
+      scheduling = version
+      refreshControl()
+    }
+    const own = fleet.own()
+    const next = statusPhase(phase)
+    if (next == null) return
+    if (next === 'upgrading') {
+      if (own.phase !== 'upgrading' || own.target !== version) publish({ target: version, phase: 'upgrading', defer: null })
+    } else if (own.target !== version || own.phase === 'running' || own.phase === 'failed' || own.phase === 'upgrading') {
+      // learnt of the version, or back from a postponed quiesce: waiting (the SF then drives
+      // waiting / intent / halted)
+      publish({ target: version, phase: 'waiting', defer: null })
+    }
+  }
+  const onCompleted = (event: CustomEvent<{ from: number, to: number }>): void => {
+    publish({ version: event.detail.to, target: event.detail.to, phase: 'running', healthy: true, defer: null })
+  }
+  const onAdvanced = (event: CustomEvent<{ from: number, to: number }>): void => {
+    const own = fleet.own()
+    publish({ version: event.detail.to, ...(own.phase === 'running' ? { target: event.detail.to } : {}) })
+  }
+  const onRolledBack = (event: CustomEvent<{ version: number, error: Error }>): void => {
+    publish({ target: event.detail.version, phase: 'failed', defer: null })
+  }
+  const onServing = (event: CustomEvent<ServingState>): void => {
+    const own = fleet.own()
+    if (own.version !== event.detail.version || own.class !== event.detail.class) {
+      publish({ version: event.detail.version, class: event.detail.class })
+    }
+  }
+
+  /** each distinct schedule error is reported once per version */
+  const reported = new Set<string>()
+  const report = (version: number, name: string, error: Error): void => {
+    const key = `${version}/${error.name}/${error.message}`
+    if (reported.has(key)) return
+    if (reported.size >= 256) reported.clear()
+    reported.add(key)
+    log.error('the schedule "%s" of version %d: %s - %s', name, version, error.name, error.message)
+    events.safeDispatchEvent('schedule:error', { detail: { version, schedule: name, error } })
+  }
+
+  /** the default schedule: the manifest's SF, run on the fleet view */
+  const manifestSchedule: ScheduleHook = async ({ manifest, upgrade, signal }) => {
+    const version = manifest.body.version
+    const name = upgrade.schedule.name
+    const schedule = Object.hasOwn(BUILTIN_SCHEDULES, name) ? BUILTIN_SCHEDULES[name] : undefined
+    if (schedule == null) {
+      report(version, name, new UnknownScheduleError(name.startsWith('bundle:')
+        ? `custom scheduling functions (${name}) are not supported yet: the upgrade to ${version} waits`
+        : `"${name}" is not a built-in schedule (${Object.keys(BUILTIN_SCHEDULES).join(', ')}): the upgrade to ${version} waits`))
+      // the name is fixed by the signed manifest: wait until the attempt is given up
+      await never(signal)
+      return
+    }
+    const decision = await waitForSchedule({
+      view: fleet,
+      schedule,
+      params: upgrade.schedule.params ?? {},
+      target: version,
+      seed: manifest.cid.multihash.digest.reduce((a, b) => (a * 31 + b) >>> 0, 7),
+      trusted: true,
+      ...(evalEveryMs != null ? { evalEveryMs } : {}),
+      ...(timeoutMs != null ? { timeoutMs } : {}),
+      onError: (evaluation: Evaluation) => {
+        if (evaluation.error != null) report(version, name, evaluation.error)
+      },
+      signal
+    })
+    log('schedule "%s" of version %d says go: %s', name, version, decision.reason ?? '')
+  }
+
   const manager = createUpgradeManager({
     store,
     chain,
     runtime,
     fetchBundle: async (cid, size, signal) => { await bundles.fetch(cid, { declaredSize: size, signal }) },
     schedule: async (context) => {
-      await controlsPermit(context.manifest.body.version, context.signal)
-      await options.schedule?.(context)
+      const version = context.manifest.body.version
+      await controlsPermit(version, context.signal)
+      await (options.schedule ?? manifestSchedule)(context)
       // a pause or abort may have come while the schedule waited
-      await controlsPermit(context.manifest.body.version, context.signal)
+      await controlsPermit(version, context.signal)
+      // down from here: announced before the manager quiesces, so no replica reads this node as
+      // serving while it is not
+      await fleet.update({ target: version, phase: 'upgrading', defer: null })
     }
   }, {
     ...options.manager,
@@ -195,10 +350,16 @@ export async function startAppRuntime (components: AppRuntimeComponents, options
     const { version, class: klass, minimumVersion, past, future, quiescing } = event.detail
     layer?.update({ version, class: klass, minimumVersion, past, future, quiescing })
   })
+  manager.events.addEventListener('upgrade:phase', onPhase)
+  manager.events.addEventListener('upgrade:completed', onCompleted)
+  manager.events.addEventListener('upgrade:advanced', onAdvanced)
+  manager.events.addEventListener('upgrade:rolled-back', onRolledBack)
+  manager.events.addEventListener('serving:changed', onServing)
   const onAccepted = (): void => { manager.poke() }
   propagation.events.addEventListener('manifest:accepted', onAccepted)
   // labels are hints: a newer version seen on a call starts a rate-limited, verified pull
   layer.events.addEventListener('version:seen', (event) => {
+    fleet.observe(event.detail)
     if (event.detail.version > chain.head().body.version) {
       propagation.hint(event.detail.peer, event.detail.version)
     }
@@ -208,12 +369,15 @@ export async function startAppRuntime (components: AppRuntimeComponents, options
     manager.poke()
   })
 
+  await fleet.start()
   await layer.start()
   try {
     await manager.start()
   } catch (err) {
     await layer.stop()
+    await fleet.stop()
     await host.stop()
+    propagation.events.removeEventListener('control:accepted', onControlView)
     throw err
   }
   log('app runtime of class %s started at version %d', options.class, manager.current.version)
@@ -222,12 +386,16 @@ export async function startAppRuntime (components: AppRuntimeComponents, options
     host,
     layer,
     manager,
+    fleet,
+    events,
     async stop () {
       shutdown.abort()
       propagation.events.removeEventListener('manifest:accepted', onAccepted)
       propagation.events.removeEventListener('control:accepted', onControl)
+      propagation.events.removeEventListener('control:accepted', onControlView)
       await manager.stop()
       await layer?.stop()
+      await fleet.stop()
       await host.stop()
     }
   }
@@ -242,4 +410,79 @@ function declaredSize (chain: ManifestChain, cid: CID): number {
     }
   }
   throw new Error(`no manifest of the chain names bundle ${cid.toString()}`)
+}
+
+/**
+ * The fleet view's phase for a manager phase, or undefined when the manager's phase says nothing
+ * new (`waiting` is driven by the SF; `admitted` is followed by `upgrade:completed`).
+ *
+ * | manager | view |
+ * |---|---|
+ * | accepted, fetched, future-installed, waiting | waiting (the SF then moves it to intent / halted) |
+ * | quiescing, stopped, transforming, checking | upgrading |
+ * | admitted (`upgrade:completed`) | running at the new version |
+ * | `upgrade:rolled-back` | failed |
+ */
+function statusPhase (phase: UpgradePhase): Phase | undefined {
+  switch (phase) {
+    case 'accepted':
+    case 'fetched':
+    case 'future-installed':
+    case 'waiting':
+      return 'waiting'
+    case 'quiescing':
+    case 'stopped':
+    case 'transforming':
+    case 'checking':
+      return 'upgrading'
+    default:
+      return undefined
+  }
+}
+
+/**
+ * Rollout control as the schedules see it, for the version being scheduled:
+ *
+ * - `paused`: the version is in {@link RolloutControl.paused};
+ * - `aborted`: the version is in {@link RolloutControl.aborted};
+ * - `released` (canary): an `allow` message with an empty peer list (which lifts the version's
+ *   allow-list) was applied for the version: the upgrader's release of the canary phase;
+ * - `resumedAt`: the local time at which this node applied the latest `resume` of the version
+ *   (0 when never resumed): failures announced before it are forgiven.
+ */
+function createControlView (controls: ControlLog): { catchUp(): void, state(version: number): ControlState } {
+  let seen = 0
+  const released = new Set<number>()
+  const resumedAt = new Map<number, number>()
+  const catchUp = (): void => {
+    const state: RolloutControl = controls.state()
+    for (let seq = seen + 1; seq <= state.seq; seq++) {
+      const body = controls.get(seq)?.body
+      if (body == null) continue
+      if (body.action.type === 'allow' && body.action.peers.length === 0) released.add(body.scope)
+      if (body.action.type === 'resume') resumedAt.set(body.scope, Date.now())
+    }
+    seen = state.seq
+  }
+  catchUp()
+  return {
+    catchUp,
+    state (version) {
+      const c = controls.state()
+      const paused = c.paused.includes(version)
+      const aborted = c.aborted.includes(version)
+      const isReleased = released.has(version)
+      const resumed = resumedAt.get(version) ?? 0
+      if (!paused && !aborted && !isReleased && resumed === 0) return NO_CONTROL
+      return { paused, aborted, released: isReleased, resumedAt: resumed }
+    }
+  }
+}
+
+/** Never resolves; rejects with the signal's reason when it aborts. */
+async function never (signal: AbortSignal): Promise<never> {
+  signal.throwIfAborted()
+  return await new Promise<never>((resolve, reject) => {
+    signal.addEventListener('abort', () => { reject(signal.reason) }, { once: true })
+  })
 }

@@ -13,7 +13,7 @@ import {
 } from '../manifest/index.ts'
 import { assertLocalAddresses, createOverlay, InvalidOptionError, parseAddress, validateSystemName, type MoltLibp2p, type OverlayProfile } from '../overlay/index.ts'
 import { openStore, type MoltStore } from '../state/index.ts'
-import { startAppRuntime, type AppRuntime, type AppRuntimeOptions } from './app.ts'
+import { startAppRuntime, type AppRuntime, type AppRuntimeEvents, type AppRuntimeOptions } from './app.ts'
 import { loadIdentity } from './identity.ts'
 import type { UpgradeManagerEvents, UpgradePhase } from '../manager/index.ts'
 import type { CID } from 'multiformats/cid'
@@ -45,7 +45,9 @@ export interface MoltNodeOptions {
 
   /**
    * The user's own libp2p node, built with `moltServices()` among its services. The node does not
-   * stop it. When given, `profile`, `listen`, `privateKey` and `connectionGater` are not used.
+   * stop it. When given, `profile`, `listen` and `connectionGater` are not used, and
+   * `privateKey` must be that node's key if the node runs an `app` (it signs the node's status
+   * records).
    */
   libp2p?: MoltLibp2p
 
@@ -116,7 +118,7 @@ export interface MoltNodeOptions {
 /**
  * Every event a node emits; embedders, the CLI and the testnet read the same stream.
  */
-export interface MoltNodeEvents extends PropagationEvents, BundleServiceEvents, UpgradeManagerEvents {}
+export interface MoltNodeEvents extends PropagationEvents, BundleServiceEvents, UpgradeManagerEvents, AppRuntimeEvents {}
 
 /**
  * What `publish` reports.
@@ -323,11 +325,15 @@ export async function createMoltNode (options: MoltNodeOptions): Promise<MoltNod
     const genesis = await genesisManifest(options.genesis)
     const chain = await openManifestChain({ datastore: store.namespace('manifests'), genesis })
     const controls = await openControlLog({ datastore: store.namespace('controls'), system })
+    if (options.libp2p != null && options.app != null && options.privateKey == null) {
+      throw new InvalidOptionError('privateKey: required with libp2p and app (the key of that libp2p node signs the node\'s status records)')
+    }
+    const privateKey = options.privateKey ?? (options.libp2p == null ? await loadIdentity(store.namespace('node')) : undefined)
     libp2p = options.libp2p ?? await createOverlay({
       system,
       profile: options.profile,
       listen: options.listen,
-      privateKey: options.privateKey ?? await loadIdentity(store.namespace('node')),
+      privateKey,
       datastore: store.namespace('libp2p'),
       connectionGater: options.connectionGater
     })
@@ -363,8 +369,12 @@ export async function createMoltNode (options: MoltNodeOptions): Promise<MoltNod
     }))
     // after the bootstrap dials: the app's bundles may have to come from those peers
     if (options.app != null) {
-      node.app = await startAppRuntime({ libp2p, store, chain, controls, bundles, propagation, system, ...(options.dataDir != null ? { dataDir: options.dataDir } : {}) }, options.app)
-      forward(node.app.manager.events, node, ['upgrade:phase', 'upgrade:completed', 'upgrade:advanced', 'upgrade:rolled-back', 'upgrade:postponed', 'serving:changed'])
+      if (privateKey == null) {
+        throw new InvalidOptionError('privateKey: required to run an app')
+      }
+      node.app = await startAppRuntime({ libp2p, store, chain, controls, bundles, propagation, system, privateKey, ...(options.dataDir != null ? { dataDir: options.dataDir } : {}) }, options.app)
+      forward(node.app.manager.events, node, ['upgrade:phase', 'upgrade:completed', 'upgrade:advanced', 'upgrade:rolled-back', 'upgrade:postponed', 'upgrade:reversed', 'serving:changed'])
+      forward(node.app.events, node, ['schedule:error'])
     }
     log('node %p started at version %d of %s', libp2p.peerId, chain.head().body.version, system)
     return node
