@@ -43,6 +43,12 @@ function follow (node: MoltNode, io: CliIO): void {
     const { proof } = e.detail
     io.out(`HALTED: two validly signed bodies at version ${proof.version}: ${proof.a.cid.toString()} and ${proof.b.cid.toString()}; the rollout stops until the root keys resolve it`)
   })
+  node.addEventListener('upgrade:completed', (e) => {
+    io.out(`upgraded from version ${e.detail.from} to ${e.detail.to}`)
+  })
+  node.addEventListener('upgrade:rolled-back', (e) => {
+    io.out(`upgrade to version ${e.detail.version} rolled back: ${e.detail.error.name}: ${e.detail.error.message}`)
+  })
   node.addEventListener('bundle:fetched', (e) => {
     io.out(`fetched bundle ${e.detail.cid.toString()} (${e.detail.size} bytes)`)
   })
@@ -72,6 +78,9 @@ Options:
                         (loopback only; relaxations a real network must not use)
   --pack DIR            pack this bundle directory into the node's store and
                         serve it (e.g. the genesis bundle); prints CID:SIZE
+  --class NAME          run the app: this genesis class's bundle in an isolated
+                        worker, upgraded as manifests arrive (without it the
+                        node relays manifests and bundles only)
   -h, --help            show this help`,
   options: {
     genesis: { type: 'string' },
@@ -79,7 +88,8 @@ Options:
     listen: { type: 'string', multiple: true },
     bootstrap: { type: 'string', multiple: true },
     profile: { type: 'string' },
-    pack: { type: 'string', multiple: true }
+    pack: { type: 'string', multiple: true },
+    class: { type: 'string' }
   },
   async run (args, io) {
     const genesisPath = required(args, 'genesis', 'the genesis configuration')
@@ -94,12 +104,20 @@ Options:
       throw new CliError(`${dataDir}: cannot make it the data directory (${(err as Error).message})`)
     }
     await assertAdminSocketFree(dataDir)
+    const klass = str(args, 'class')
+    if (klass != null && !genesis.classes.some(c => c.name === klass)) {
+      throw new UsageError(`--class: "${klass}" is not a class of the genesis (${genesis.classes.map(c => c.name).join(', ')})`)
+    }
+    const packDirs = list(args, 'pack').map(dir => resolve(dir))
     const moltNode = await createMoltNode({
       genesis,
       dataDir,
       profile,
       ...(listen.length > 0 ? { listen } : {}),
-      bootstrap: list(args, 'bootstrap')
+      bootstrap: list(args, 'bootstrap'),
+      // packed before the app starts: its genesis bundle may be one of them
+      pack: packDirs,
+      ...(klass != null ? { app: { class: klass } } : {})
     })
     let admin: AdminServer | undefined
     try {
@@ -111,9 +129,13 @@ Options:
       for (const address of status.addresses) {
         io.out(`listening ${address}`)
       }
-      for (const dir of list(args, 'pack')) {
-        const packed = await moltNode.bundles.pack(resolve(dir))
+      for (const [i, dir] of list(args, 'pack').entries()) {
+        // already stored at start; packing is deterministic, so this only tells the CID
+        const packed = await moltNode.bundles.pack(packDirs[i] as string)
         io.out(`packed ${dir}: ${packed.cid.toString()}:${packed.size}`)
+      }
+      if (status.app != null) {
+        io.out(`app ${status.app.class} at version ${status.app.version}`)
       }
       if (status.halted != null) {
         io.out(`HALTED at version ${status.halted.version}: ${status.halted.a} and ${status.halted.b}`)
@@ -141,6 +163,11 @@ export function printStatus (status: NodeStatus, io: CliIO): void {
   const c = status.control
   if (c.seq > 0) {
     io.out(`control    ${c.seq} applied; paused [${c.paused.join(', ')}], aborted [${c.aborted.join(', ')}], minimum version ${c.minimumVersion}`)
+  }
+  if (status.app != null) {
+    const upgrading = status.app.upgrading != null ? `, upgrading to ${status.app.upgrading.version} (${status.app.upgrading.phase})` : ''
+    const bad = status.app.bad.length > 0 ? `, failed here: ${status.app.bad.join(', ')}` : ''
+    io.out(`app        ${status.app.class} at version ${status.app.version}${upgrading}${bad}`)
   }
   if (status.halted != null) {
     io.out(`HALTED     equivocation at version ${status.halted.version}: ${status.halted.a} and ${status.halted.b} are both validly signed; the rollout is halted until the root keys resolve it`)

@@ -329,16 +329,38 @@ function checkObject (object: unknown, label: string): AppObject {
   return object as AppObject
 }
 
+/** The TF of a bundle that exports none: the old state, unchanged. */
+async function copyState ({ old, next }: TransformContext): Promise<void> {
+  for await (const [key, value] of old.entries()) {
+    await next.put(key, value)
+  }
+}
+
+/**
+ * The SO of a bundle that exports none: the versions' types are taken to be the same (each a
+ * subtype of the other), so every call goes straight through to the next link. An app whose
+ * interface changes exports its SOs.
+ */
+function passThrough ({ delegate }: { delegate: Delegate }): AppObject {
+  const forward = (name: string) => async (args: Value[]) => await delegate.call(name, args)
+  return {
+    methods: new Proxy({}, {
+      get: (_target, name) => typeof name === 'string' ? forward(name) : undefined,
+      getOwnPropertyDescriptor: (_target, name) => typeof name === 'string'
+        ? { value: forward(name), enumerable: true, configurable: true, writable: false }
+        : undefined
+    })
+  }
+}
+
 async function createFuture (serve: ServeData, version: number, namespace: string, ref: ModuleRef): Promise<void> {
   const mod = await importModule(ref, serve.api)
-  if (typeof mod.futureSO !== 'function') {
-    throw named('AppLoadError', `${ref.url} does not export futureSO (needed for version ${version})`)
-  }
+  const factory = typeof mod.futureSO === 'function' ? mod.futureSO : passThrough
   const next = future.at(-1) ?? current!
   const store = makeStore(namespace, false)
   const label = `future@${version}`
   try {
-    const object = checkObject(await mod.futureSO({ delegate: delegateTo(next, version, serve), store, host: makeHost(version, store, serve.self.class, serve.self.peerId) }), label)
+    const object = checkObject(await factory({ delegate: delegateTo(next, version, serve), store, host: makeHost(version, store, serve.self.class, serve.self.peerId) }), label)
     future.push({ label, version, object })
   } catch (err) {
     throw appLoadFailure(label, err)
@@ -366,14 +388,12 @@ async function startServing (serve: ServeData): Promise<void> {
   }
   for (const link of serve.past) {
     const pm = await importModule(link.module, serve.api)
-    if (typeof pm.pastSO !== 'function') {
-      throw named('AppLoadError', `${link.module.url} does not export pastSO (needed for versions ${link.from}-${link.to})`)
-    }
+    const factory = typeof pm.pastSO === 'function' ? pm.pastSO : passThrough
     const next = past.at(-1) ?? current
     const soStore = makeStore(link.namespace, false)
     const l = link.from === link.to ? `past@${link.to}` : `past@${link.from}-${link.to}`
     try {
-      const object = checkObject(await pm.pastSO({
+      const object = checkObject(await factory({
         delegate: delegateTo(next, link.to, serve),
         store: soStore,
         old: readonly(makeStore(link.old, true)),
@@ -555,7 +575,9 @@ const jobAbort = new AbortController()
 async function runJob (job: JobData): Promise<unknown> {
   const mod = await importModule(job.module, job.api)
   if (job.mode === 'transform') {
-    const fn = job.reverse === true ? mod.reverseTransform : mod.transform
+    // without a TF the state format is taken to be unchanged: the old state is carried over as
+    // it is (a reverse TF, the only way back after admission, must be declared)
+    const fn = job.reverse === true ? mod.reverseTransform : (mod.transform ?? copyState)
     if (typeof fn !== 'function') {
       throw named('AppLoadError', `${job.module.url} does not export ${job.reverse === true ? 'reverseTransform' : 'transform'}`)
     }

@@ -175,6 +175,26 @@ describe('host', () => {
     await expect(host.installFuture({ version: 2, bundle: app('counter-v2') })).rejects.toBeInstanceOf(InvalidHostSpecError)
   })
 
+  it('a version that exports no TF and no SOs carries the state over and passes calls straight through', async () => {
+    const { host, store } = await fresh()
+    await host.load(V1)
+    await call(host, 'incr')
+    await call(host, 'incr')
+    // no futureSO: version-2 calls on this version-1 node reach the version-1 object
+    await host.installFuture({ version: 2, bundle: app('counter-v2-plain') })
+    expect(await call(host, 'incr', [], { kind: 'future', version: 2 })).toBe(3)
+    // no transform: the old state, unchanged
+    const { digest } = await host.transform({ bundle: app('counter-v2-plain'), from: 'app/counter/1', futureState: 'so/future/2', to: 'app/counter/2', now: 1, seed: 1 })
+    expect(digest).toBe(await storeDigest(store.namespace('app/counter/1')))
+    // no pastSO: version-1 calls on the version-2 node reach the version-2 object
+    await host.load({ current: { class: 'counter', version: 2, bundle: app('counter-v2-plain') }, past: [{ from: 1, to: 1, bundle: app('counter-v2-plain') }] })
+    expect(await call(host, 'incr', [], { kind: 'past', version: 1 })).toBe(4)
+    expect(await call(host, 'code', [], { kind: 'current', version: 2 })).toBe('counter-v2-plain')
+    // and a reverse TF is never assumed
+    await expect(host.transform({ bundle: app('counter-v2-plain'), reverse: true, from: 'app/counter/2', futureState: 'so/past/1', to: 'app/counter/1', now: 1, seed: 1 }))
+      .rejects.toBeInstanceOf(AppLoadError)
+  })
+
   it('runs a TF deterministically: twice on the same input, the same digest of the next store', async () => {
     const { host, store } = await fresh()
     const old = createAppStore(store.namespace('app/counter/1'))
