@@ -427,6 +427,9 @@ class Propagation implements ManifestPropagation {
           // peers in our mesh that missed the gossip get it now; those that saw it dedupe it
           void this.gossip(manifest)
         }
+        // a mesh still forming loses gossip: tell every other connected peer our new head, and
+        // those behind pull (manifests are rare, so this costs one small request per connection)
+        this.pushHeads(peer)
         return 'accepted'
       case 'cosigned': {
         const merged = this.components.chain.get(manifest.body.version) ?? manifest
@@ -526,6 +529,17 @@ class Propagation implements ManifestPropagation {
     this.rejected.add(key)
     log('rejected a message from %p: %s - %s', peer, reason, error.message)
     this.events.safeDispatchEvent('manifest:rejected', { detail: { peer, reason, error } })
+  }
+
+  private pushHeads (except?: PeerId): void {
+    for (const other of this.components.libp2p.getPeers()) {
+      if (except?.equals(other) === true) {
+        continue
+      }
+      this.exchangeHeads(other, AbortSignal.any([this.shutdown.signal, AbortSignal.timeout(10_000)])).catch(err => {
+        log.trace('head push to %p failed - %e', other, err)
+      })
+    }
   }
 
   private async gossip (manifest: SignedManifest): Promise<void> {
