@@ -427,8 +427,8 @@ class Propagation implements ManifestPropagation {
           // peers in our mesh that missed the gossip get it now; those that saw it dedupe it
           void this.gossip(manifest)
         }
-        // a mesh still forming loses gossip: tell every other connected peer our new head, and
-        // those behind pull (manifests are rare, so this costs one small request per connection)
+        // gossip cannot reach a peer whose subscription this node has not seen yet (a mesh still
+        // forming): tell those peers our new head, and they pull
         this.pushHeads(peer)
         return 'accepted'
       case 'cosigned': {
@@ -532,8 +532,9 @@ class Propagation implements ManifestPropagation {
   }
 
   private pushHeads (except?: PeerId): void {
+    const subscribed = new Set(this.components.libp2p.services.pubsub.getSubscribers(this.topic).map(p => p.toString()))
     for (const other of this.components.libp2p.getPeers()) {
-      if (except?.equals(other) === true) {
+      if (except?.equals(other) === true || subscribed.has(other.toString())) {
         continue
       }
       this.exchangeHeads(other, AbortSignal.any([this.shutdown.signal, AbortSignal.timeout(10_000)])).catch(err => {
