@@ -88,6 +88,14 @@ export interface PropagationInit {
    * @default 30
    */
   pullsPerMinute?: number
+
+  /**
+   * Every this many milliseconds the node exchanges heads with one connected peer chosen at
+   * random, so whatever gossip and the pushes on acceptance missed is caught up in the end.
+   *
+   * @default 30000
+   */
+  antiEntropyMs?: number
 }
 
 /**
@@ -163,6 +171,8 @@ class Propagation implements ManifestPropagation {
   private readonly perPeer: RateLimiter
   private readonly global: RateLimiter
   private readonly controlProtocol: string
+  private readonly antiEntropyMs: number
+  private antiEntropy?: ReturnType<typeof setInterval>
   private readonly pulling = new Map<string, Promise<number>>()
   private readonly rejected = new Set<string>()
   private readonly rejections?: CounterGroup
@@ -179,6 +189,7 @@ class Propagation implements ManifestPropagation {
     this.perPeer = new RateLimiter({ points: init.pullsPerPeerPerMinute ?? 6, duration: 60 })
     this.global = new RateLimiter({ points: init.pullsPerMinute ?? 30, duration: 60 })
     this.controlProtocol = protocolId(init.system, 'controls')
+    this.antiEntropyMs = init.antiEntropyMs ?? 30_000
     this.rejections = components.libp2p.metrics?.registerCounterGroup('molt_manifest_rejections_total', {
       help: 'messages refused by manifest propagation, by reason'
     })
@@ -219,6 +230,15 @@ class Propagation implements ManifestPropagation {
       return encodeManifestReply(out)
     }, { maxRequestBytes: 64, maxResponseBytes: MAX_PULL_BATCH * MAX_CONTROL_BYTES + 64 })
     libp2p.addEventListener('connection:open', this.onConnection)
+    this.antiEntropy = setInterval(() => {
+      const peers = libp2p.getPeers()
+      const peer = peers[Math.floor(Math.random() * peers.length)]
+      if (peer != null) {
+        this.exchangeHeads(peer, AbortSignal.any([this.shutdown.signal, AbortSignal.timeout(10_000)])).catch(err => {
+          log.trace('anti-entropy head exchange with %p failed - %e', peer, err)
+        })
+      }
+    }, this.antiEntropyMs)
     this.started = true
     // peers already connected (a user-supplied libp2p node) never fire connection:open
     for (const connection of libp2p.getConnections()) {
@@ -229,6 +249,7 @@ class Propagation implements ManifestPropagation {
   async stop (): Promise<void> {
     const { libp2p } = this.components
     this.started = false
+    clearInterval(this.antiEntropy)
     this.shutdown.abort()
     libp2p.removeEventListener('connection:open', this.onConnection)
     libp2p.services.pubsub.topicValidators.delete(this.topic)
@@ -312,7 +333,14 @@ class Propagation implements ManifestPropagation {
       this.rejections?.increment({ RateLimited: true })
       return 0
     }
-    const pulling = this.runPull(peer, signal ?? this.shutdown.signal).finally(() => {
+    const pulling = this.runPull(peer, signal ?? this.shutdown.signal).then((accepted) => {
+      if (accepted > 0) {
+        // the limit is for hints that lead nowhere: a pull that brought something back is free
+        this.perPeer.reward(key)
+        this.global.reward('all')
+      }
+      return accepted
+    }).finally(() => {
       this.pulling.delete(key)
     })
     this.pulling.set(key, pulling)
@@ -380,6 +408,7 @@ class Propagation implements ManifestPropagation {
           if (source === 'catch-up') {
             void this.gossipBytes({ type: 'control', control: bytes })
           }
+          this.pushHeads(peer)
           return 'accepted'
         case 'old':
           if (source === 'gossip' && peer != null) {
