@@ -275,4 +275,5 @@ export type {
   SignedStatus
 } from './schedule/index.ts'
 export { tryUpgrade, tryUpgradeOffline, DryRunError, DryRunInputError, StoreBusyError } from './manager/dry-run.ts'
+export { buildBundle, readBundleDir } from './bundle/index.ts'
 export type { DryRunReport, TryUpgradeOptions, DryRunBundle } from './manager/dry-run.ts'

@@ -32,6 +32,30 @@ const log = logger('molt:bundle')
 const MAX_REPLY_BYTES = 4 * 1_048_576
 
 /**
+ * Every regular file under `dir`, by `/`-separated relative path: what `pack` packs. Symlinks and
+ * other kinds of file are refused with `InvalidBundleError`.
+ */
+export async function readBundleDir (dir: string): Promise<Map<string, Uint8Array>> {
+  const base = resolve(dir)
+  const files = new Map<string, Uint8Array>()
+  const walk = async (path: string): Promise<void> => {
+    for (const entry of await readdir(path, { withFileTypes: true })) {
+      const full = join(path, entry.name)
+      const info = await lstat(full)
+      if (info.isDirectory()) {
+        await walk(full)
+      } else if (info.isFile()) {
+        files.set(validatePath(relative(base, full).split(sep).join('/')), new Uint8Array(await readFile(full)))
+      } else {
+        throw new InvalidBundleError(`cannot pack ${full}: only regular files and directories are packed`)
+      }
+    }
+  }
+  await walk(base)
+  return files
+}
+
+/**
  * Builds a bundle from files without storing it: its root CID, its distinct blocks, and its size
  * (the sum of those blocks, which is what a manifest declares). Packing is deterministic, so a
  * genesis can name the bundle that `pack` later stores.
@@ -453,24 +477,7 @@ class DefaultBundleService implements BundleService {
   // --- packing -------------------------------------------------------------------------------
 
   async pack (dir: string, options: PackOptions = {}): Promise<PackResult> {
-    const files = new Map<string, Uint8Array>()
-    const base = resolve(dir)
-    const walk = async (path: string): Promise<void> => {
-      for (const entry of await readdir(path, { withFileTypes: true })) {
-        const full = join(path, entry.name)
-        const info = await lstat(full)
-        if (info.isDirectory()) {
-          await walk(full)
-        } else if (info.isFile()) {
-          const rel = relative(base, full).split(sep).join('/')
-          files.set(validatePath(rel), new Uint8Array(await readFile(full)))
-        } else {
-          throw new InvalidBundleError(`cannot pack ${full}: only regular files and directories are packed`)
-        }
-      }
-    }
-    await walk(base)
-    return await this.packFiles(files, options)
+    return await this.packFiles(await readBundleDir(dir), options)
   }
 
   async packFiles (input: Map<string, Uint8Array> | Record<string, Uint8Array>, options: PackOptions = {}): Promise<PackResult> {

@@ -16,18 +16,18 @@
  *
  * @packageDocumentation
  */
-import { lstat, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { join, relative, resolve, sep } from 'node:path'
+import { join, relative, resolve } from 'node:path'
 import * as cbor from '@ipld/dag-cbor'
 import { logger } from '@libp2p/logger'
 import { LevelDatastore } from 'datastore-level'
 import { Key } from 'interface-datastore'
 import { base32 } from 'multiformats/bases/base32'
 import { CID } from 'multiformats/cid'
-import { buildBundle } from '../bundle/index.ts'
-import { BundleNotFoundError, InvalidBundleError } from '../bundle/errors.ts'
-import { decodeFileNode, decodeRoot, validatePath } from '../bundle/format.ts'
+import { buildBundle, readBundleDir } from '../bundle/index.ts'
+import { BundleNotFoundError } from '../bundle/errors.ts'
+import { decodeFileNode, decodeRoot } from '../bundle/format.ts'
 import { appNamespace, createHost, futureSoNamespace, type HostInit } from '../host/index.ts'
 import { openStore, type MoltStore } from '../state/index.ts'
 import type { Datastore } from 'interface-datastore'
@@ -326,34 +326,6 @@ async function bundleFromView (view: StoreView, cid: CID): Promise<Map<string, U
   return files
 }
 
-/** Every regular file under `dir`, by `/`-separated relative path (as `BundleService.pack` reads it). */
-export async function readBundleDir (dir: string): Promise<Map<string, Uint8Array>> {
-  const base = resolve(dir)
-  const files = new Map<string, Uint8Array>()
-  const walk = async (path: string): Promise<void> => {
-    for (const entry of await readdir(path, { withFileTypes: true })) {
-      const full = join(path, entry.name)
-      const info = await lstat(full)
-      if (info.isDirectory()) {
-        await walk(full)
-      } else if (info.isFile()) {
-        files.set(validatePath(relative(base, full).split(sep).join('/')), new Uint8Array(await readFile(full)))
-      } else {
-        throw new InvalidBundleError(`${full}: only regular files and directories make a bundle`)
-      }
-    }
-  }
-  try {
-    await walk(base)
-  } catch (err) {
-    if (err instanceof InvalidBundleError) throw err
-    throw new DryRunInputError(`cannot read the bundle directory ${base}: ${(err as Error).message}`)
-  }
-  if (files.size === 0) {
-    throw new DryRunInputError(`the bundle directory ${base} holds no files`)
-  }
-  return files
-}
 
 function checkVersion (value: number, what: string): number {
   if (!Number.isSafeInteger(value) || value < 0) {

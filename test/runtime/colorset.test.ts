@@ -21,22 +21,12 @@ import { makeKeys, policyOf } from '../fixtures.ts'
 import { startNode, stopAll } from '../nodes.ts'
 import type { MoltNode } from '../../src/node/index.ts'
 import { app, gate } from './apps.ts'
+import { seededRandom } from '../../src/schedule/index.ts'
 
 const CLASS = 'colorset'
 const ELEMENTS = 5
 const COLORS = ['red', 'green', 'blue'] as const
 
-/** A small seeded random source (mulberry32), so every run issues the same operations. */
-function prng (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6D2B79F5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 interface Reply { seq: number, result: unknown, stamp: number | null }
 interface Op { node: number, label: 0 | 1, method: string, args: Array<number | string>, reply: Reply, unknown?: true }
@@ -183,7 +173,8 @@ describe('ColorSet in mixed mode', () => {
       nodes.forEach((client, ci) => {
         for (let node = 0; node < nodes.length; node++) {
           for (const label of labels) {
-            const random = prng(seed * 1000 + ci * 100 + node * 10 + label)
+            // seeded, so every run issues the same operations
+            const random = seededRandom(seed * 1000 + ci * 100 + node * 10 + label, 'colorset')
             streams.push((async () => {
               for (let done = 0; done < count || !until();) {
                 const { method, args } = randomOp(random, label)
