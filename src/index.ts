@@ -85,8 +85,8 @@ export type {
 } from './manifest/index.ts'
 export type * from './manifest/types.ts'
 export { createMoltNode } from './node/index.ts'
-export type { MoltNode, MoltNodeEvents, MoltNodeOptions, NodeStatus, PublishResult } from './node/index.ts'
-export type { AppRuntime, AppRuntimeEvents, AppRuntimeOptions, AppFleetOptions } from './node/app.ts'
+export type { MoltNode, MoltNodeEvents, MoltNodeOptions, NodeStatus, FleetPeerStatus, PublishResult } from './node/index.ts'
+export type { AppRuntime, AppRuntimeEvents, AppRuntimeOptions, AppFleetOptions, RolloutStatus } from './node/app.ts'
 export {
   startAdminServer,
   adminRequest,

@@ -17,6 +17,15 @@ export function profileOf (args: ParsedArgs): OverlayProfile {
 }
 
 /** Resolves when the signal aborts (never without one). */
+/** Resolves after `ms`, or at once when the signal aborts. */
+async function sleepUnlessAborted (ms: number, signal: AbortSignal | undefined): Promise<void> {
+  await new Promise<void>(resolve => {
+    const timer = setTimeout(done, ms)
+    function done (): void { clearTimeout(timer); signal?.removeEventListener('abort', done); resolve() }
+    signal?.addEventListener('abort', done, { once: true })
+  })
+}
+
 export async function untilAborted (signal: AbortSignal | undefined): Promise<void> {
   await new Promise<void>(resolve => {
     if (signal == null) {
@@ -167,12 +176,71 @@ export function printStatus (status: NodeStatus, io: CliIO): void {
   if (status.app != null) {
     const upgrading = status.app.upgrading != null ? `, upgrading to ${status.app.upgrading.version} (${status.app.upgrading.phase})` : ''
     const bad = status.app.bad.length > 0 ? `, failed here: ${status.app.bad.join(', ')}` : ''
-    io.out(`app        ${status.app.class} at version ${status.app.version}${upgrading}${bad}`)
+    const minimum = status.app.minimumVersion > 0 ? `, minimum supported ${status.app.minimumVersion}` : ''
+    io.out(`app        ${status.app.class} at version ${status.app.version}${upgrading}${bad}${minimum}`)
+    const r = status.app.rollout
+    if (r != null) {
+      io.out(`schedule   ${r.schedule} for version ${r.version}: ${r.state} (${r.reason})`)
+    }
   }
+  io.out(`rollout    ${rolloutVerdict(status)}`)
+  if (status.fleet != null) {
+    printFleet(status, io)
+  }
+}
+
+/** Halted or not, and why: the equivocation halt first, then control, then counted failures. */
+function rolloutVerdict (status: NodeStatus): string {
   if (status.halted != null) {
-    io.out(`HALTED     equivocation at version ${status.halted.version}: ${status.halted.a} and ${status.halted.b} are both validly signed; the rollout is halted until the root keys resolve it`)
-  } else {
-    io.out('rollout    running')
+    return `HALTED: equivocation at version ${status.halted.version}: ${status.halted.a} and ${status.halted.b} are both validly signed; the rollout is halted until the root keys resolve it`
+  }
+  const v = status.version
+  if (status.control.aborted.includes(v)) return `ABORTED: the rollout of version ${v} was aborted by a control message (upgraded nodes keep running it)`
+  if (status.control.paused.includes(v)) return `PAUSED: the rollout of version ${v} is paused by a control message (molt resume lifts it)`
+  const records = status.fleet != null ? [status.fleet.self, ...status.fleet.peers] : []
+  const failed = records.filter(p => p.target === v && p.phase === 'failed')
+  if (failed.length > 0) return `HALTED: ${failed.length} node(s) failed the upgrade to ${v} (${failed.slice(0, 3).map(p => shortPeer(p.peer)).join(', ')}); nodes whose schedule counts them hold until molt resume or molt abort`
+  const halted = records.filter(p => p.target === v && p.phase === 'halted')
+  if (halted.length > 0 || status.app?.rollout?.state === 'halted') return `HALTED: ${status.app?.rollout?.state === 'halted' ? status.app.rollout.reason : `${halted.length} node(s) hold for a failed counted peer`}`
+  return 'running'
+}
+
+function shortPeer (peer: string): string {
+  return peer.length > 14 ? `…${peer.slice(-12)}` : peer
+}
+
+/** How many peers `molt status` lists, newest version first. */
+const MAX_LISTED = 64
+
+function printFleet (status: NodeStatus, io: CliIO): void {
+  const fleet = status.fleet
+  if (fleet == null) return
+  const records = [fleet.self, ...fleet.peers]
+  const target = Math.max(status.version, ...records.map(r => r.target))
+  const done = records.filter(r => r.version >= target).length
+  const width = 30
+  const filled = Math.round(width * done / records.length)
+  io.out(`fleet      ${records.length} node(s) known here (this node and the ${fleet.peers.length} peer(s) it counts)`)
+  io.out(`progress   [${'#'.repeat(filled)}${'-'.repeat(width - filled)}] ${done}/${records.length} at version ${target}`)
+  const count = (key: (r: typeof records[number]) => string | number): string => {
+    const tally = new Map<string | number, number>()
+    for (const r of records) tally.set(key(r), (tally.get(key(r)) ?? 0) + 1)
+    return [...tally].sort((a, b) => String(a[0]).localeCompare(String(b[0]), 'en', { numeric: true })).map(([k, n]) => `${k}: ${n}`).join(', ')
+  }
+  io.out(`versions   ${count(r => `v${r.version}`)}`)
+  io.out(`phases     ${count(r => r.phase)}`)
+  const rows = [...fleet.peers].sort((a, b) => b.version - a.version || a.peer.localeCompare(b.peer))
+  io.out('')
+  io.out(`  ${'peer'.padEnd(14)} ${'class'.padEnd(14)} ${'ver'.padStart(4)} ${'target'.padStart(6)} ${'phase'.padEnd(9)} ${'group'.padEnd(12)} heard`)
+  const line = (r: typeof records[number], heard: string): void => {
+    io.out(`  ${shortPeer(r.peer).padEnd(14)} ${r.class.slice(0, 14).padEnd(14)} ${String(r.version).padStart(4)} ${String(r.target).padStart(6)} ${(r.healthy ? r.phase : `${r.phase}!`).padEnd(9)} ${(r.tags.group ?? '-').slice(0, 12).padEnd(12)} ${heard}`)
+  }
+  line(fleet.self, '(this node)')
+  for (const r of rows.slice(0, MAX_LISTED)) {
+    line(r, `${(r.ageMs / 1000).toFixed(1)} s ago${r.source === 'label' ? ' (call label)' : ''}`)
+  }
+  if (rows.length > MAX_LISTED) {
+    io.out(`  … and ${rows.length - MAX_LISTED} more (molt status --json lists them all)`)
   }
 }
 
@@ -181,22 +249,35 @@ export const status: Command = {
   help: `Usage: molt status --data DIR [--json]
 
 Asks the node running on DIR (through its admin socket) for its peer id,
-system, version and head, connected peers, addresses, and whether its rollout
-is halted (with the two manifest CIDs that prove the equivocation).
+system, version and head, connected peers, addresses, its app and the minimum
+supported version, why it waits for (or goes to) the newest version, and the
+fleet as this node sees it: every peer its schedules count with its version,
+phase and replica group, the versions and phases tallied, a progress bar
+towards the newest version, and whether the rollout is halted and why
+(equivocation, paused or aborted by a control message, a counted node failed).
+
+A node knows the peers its schedules count (O(k)), not the whole fleet.
 
 Options:
   --data DIR   the node's data directory (required)
   --json       print JSON instead
+  --watch      redraw every second until interrupted (Ctrl-C)
   -h, --help   show this help`,
-  options: { data: { type: 'string' }, json: { type: 'boolean' } },
+  options: { data: { type: 'string' }, json: { type: 'boolean' }, watch: { type: 'boolean' } },
   async run (args, io) {
     const dataDir = required(args, 'data', 'the node\'s data directory')
-    const s = await adminRequest(dataDir, { op: 'status' })
-    if (flag(args, 'json')) {
-      io.out(JSON.stringify(s, null, 2))
-    } else {
-      printStatus(s, io)
+    const watch = flag(args, 'watch')
+    while (true) {
+      const s = await adminRequest(dataDir, { op: 'status' }, io.signal != null ? { signal: io.signal } : {})
+      if (flag(args, 'json')) {
+        io.out(JSON.stringify(s, null, watch ? 0 : 2))
+      } else {
+        if (watch && process.stdout.isTTY) io.out('\x1b[2J\x1b[H')
+        printStatus(s, io)
+        if (watch) io.out('')
+      }
+      if (!watch || io.signal?.aborted === true) return 0
+      await sleepUnlessAborted(1000, io.signal)
     }
-    return 0
   }
 }

@@ -15,7 +15,7 @@ import {
   type ControlState, type Evaluation, type FleetViewInit, type NetworkFleetView, type Phase
 } from '../schedule/index.ts'
 import type { ControlLog, ManifestChain, ManifestPropagation, RolloutControl } from '../manifest/index.ts'
-import type { MoltLibp2p } from '../overlay/index.ts'
+import { InvalidOptionError, type MoltLibp2p } from '../overlay/index.ts'
 import type { MoltStore } from '../state/index.ts'
 import type { UpgradePhase } from '../manager/types.ts'
 import type { PrivateKey } from '@libp2p/interface'
@@ -61,6 +61,40 @@ export interface AppRuntimeOptions {
    * @default no tags, no counted peers, the view's defaults
    */
   fleet?: AppFleetOptions
+
+  /**
+   * Raise this node's minimum supported version by itself once nothing below a version has been
+   * seen for this long: no live counted peer in the fleet view (dead ones expire and never block
+   * it), no call or reply labelled below it, and this node itself past it. The raise is local (it
+   * drops this node's past-SOs; other nodes decide for themselves), never falls, and is not kept
+   * across a restart, after which the full time runs again. A signed `retire` control message
+   * raises the minimum everywhere at once.
+   *
+   * @default undefined (only `retire` control messages raise the minimum)
+   */
+  retireAfterMs?: number
+}
+
+/**
+ * Why this node is not upgrading yet, or that it is: what `molt status` shows of the rollout.
+ */
+export interface RolloutStatus {
+  /** the version being scheduled */
+  version: number
+  /** the schedule that decides: a built-in's name, `custom` for the embedder's hook */
+  schedule: string
+  /**
+   * - `held`: rollout control holds it (paused, aborted, not on the allow-list);
+   * - `waiting`: its schedule says wait (`halted` when it holds for a counted peer's failure);
+   * - `go`: its schedule said go; the upgrade is under way;
+   * - `catching-up`: it runs a retired version and upgrades straight through, without its
+   *   schedule (docs/schedule.md, "a node that returns after its versions were retired").
+   */
+  state: 'held' | 'waiting' | 'halted' | 'go' | 'catching-up'
+  /** why, in words */
+  reason: string
+  /** local time (ms) of the decision */
+  at: number
 }
 
 /**
@@ -107,6 +141,13 @@ export interface AppRuntime {
    */
   readonly fleet: NetworkFleetView
   readonly events: TypedEventEmitter<AppRuntimeEvents>
+  /** where this node is in the rollout of the newest version it knows, if one is pending */
+  rollout(): RolloutStatus | undefined
+  /**
+   * The minimum supported version this node applies: the signed one, or higher when it raised
+   * its own ({@link AppRuntimeOptions.retireAfterMs}).
+   */
+  minimumVersion(): number
   stop(): Promise<void>
 }
 
@@ -128,6 +169,9 @@ interface AppRuntimeComponents {
  */
 export async function startAppRuntime (components: AppRuntimeComponents, options: AppRuntimeOptions): Promise<AppRuntime> {
   const { libp2p, store, chain, controls, bundles, propagation, system } = components
+  if (options.retireAfterMs != null && (!Number.isFinite(options.retireAfterMs) || options.retireAfterMs <= 0)) {
+    throw new InvalidOptionError(`app.retireAfterMs: expected a positive number of milliseconds, got ${String(options.retireAfterMs)}`)
+  }
   const shutdown = new AbortController()
   let layer: UpgradeLayer | undefined
   let serving: ServingState | undefined
@@ -191,16 +235,31 @@ export async function startAppRuntime (components: AppRuntimeComponents, options
       signal.addEventListener('abort', onAbort, { once: true })
     })
   }
+  let rollout: RolloutStatus | undefined
+  const setRollout = (version: number, schedule: string, state: RolloutStatus['state'], reason: string): void => {
+    rollout = { version, schedule, state, reason, at: Date.now() }
+  }
+  /** the name of the schedule that decides for a version */
+  const scheduleName = (upgradeSchedule: string): string => options.schedule != null ? 'custom' : upgradeSchedule
+
   /** paused, aborted or not on the allow-list: this node waits, whatever its schedule says */
-  const controlsPermit = async (version: number, signal: AbortSignal): Promise<void> => {
+  const controlsPermit = async (version: number, schedule: string, signal: AbortSignal): Promise<void> => {
     const me = libp2p.peerId.toString()
     while (true) {
       const c = controls.state()
       const allowList = c.allow[version]
-      if (!c.paused.includes(version) && !c.aborted.includes(version) && (allowList == null || allowList.includes(me))) {
+      const why = c.aborted.includes(version)
+        ? `the rollout of version ${version} was aborted by a control message`
+        : c.paused.includes(version)
+          ? `the rollout of version ${version} is paused by a control message`
+          : allowList != null && !allowList.includes(me)
+            ? `this node is not on the allow-list of version ${version}`
+            : undefined
+      if (why == null) {
         return
       }
-      log('upgrade to %d held by rollout control (paused %s, aborted %s, allowed %s)', version, c.paused.includes(version), c.aborted.includes(version), allowList == null || allowList.includes(me))
+      setRollout(version, schedule, 'held', why)
+      log('upgrade to %d held: %s', version, why)
       await nextControl(signal)
     }
   }
@@ -284,6 +343,10 @@ export async function startAppRuntime (components: AppRuntimeComponents, options
       return
     }
     const decision = await waitForSchedule({
+      onDecision: (d) => {
+        setRollout(version, name, d.decision === 'upgrade' ? 'go' : d.halt != null ? 'halted' : 'waiting',
+          d.halt != null ? `halted: ${d.halt.reason}` : d.reason ?? (d.decision === 'upgrade' ? 'the schedule says go' : 'the schedule says wait'))
+      },
       view: fleet,
       schedule,
       params: upgrade.schedule.params ?? {},
@@ -307,10 +370,38 @@ export async function startAppRuntime (components: AppRuntimeComponents, options
     fetchBundle: async (cid, size, signal) => { await bundles.fetch(cid, { declaredSize: size, signal }) },
     schedule: async (context) => {
       const version = context.manifest.body.version
-      await controlsPermit(version, context.signal)
-      await (options.schedule ?? manifestSchedule)(context)
+      const name = scheduleName(context.upgrade.schedule.name)
+      await controlsPermit(version, name, context.signal)
+      if (options.schedule != null) setRollout(version, name, 'waiting', 'the embedder\'s schedule decides')
+      // a node running a retired version (back after its version was retired, or left behind by
+      // a retirement) cannot call anyone: its calls fail VersionRetired. No schedule that counts
+      // it as a serving peer applies; it goes straight through to a supported version, and only
+      // rollout control still holds it (docs/schedule.md)
+      const retired = (): boolean => manager.current.version < controls.state().minimumVersion
+      const schedule = options.schedule ?? manifestSchedule
+      if (!retired()) {
+        const inner = new AbortController()
+        const stop = (): void => { inner.abort(context.signal.reason) }
+        const onRetire = (): void => { if (retired()) inner.abort(new Error('the running version was retired')) }
+        context.signal.addEventListener('abort', stop, { once: true })
+        propagation.events.addEventListener('control:accepted', onRetire)
+        try {
+          await schedule({ ...context, signal: inner.signal })
+        } catch (err) {
+          if (context.signal.aborted || !retired()) throw err
+        } finally {
+          context.signal.removeEventListener('abort', stop)
+          propagation.events.removeEventListener('control:accepted', onRetire)
+        }
+      }
+      if (retired()) {
+        const minimum = controls.state().minimumVersion
+        setRollout(version, name, 'catching-up', `version ${manager.current.version} is below the minimum supported version ${minimum}: upgrading without the schedule`)
+        log('at retired version %d (minimum %d): upgrading to %d without the schedule', manager.current.version, minimum, version)
+      }
       // a pause or abort may have come while the schedule waited
-      await controlsPermit(version, context.signal)
+      await controlsPermit(version, name, context.signal)
+      setRollout(version, name, 'go', rollout?.state === 'catching-up' ? rollout.reason : 'the schedule said go')
       // down from here: announced before the manager quiesces, so no replica reads this node as
       // serving while it is not
       await fleet.update({ target: version, phase: 'upgrading', defer: null })
@@ -321,8 +412,66 @@ export async function startAppRuntime (components: AppRuntimeComponents, options
     minimumVersion: Math.max(options.manager?.minimumVersion ?? 0, controls.state().minimumVersion),
     ...(components.dataDir != null ? { dataDir: components.dataDir } : {})
   })
-  const onControl = (): void => { manager.retire(controls.state().minimumVersion) }
+  // --- the minimum supported version: signed, or raised here once nothing below it is seen ------
+  let autoMinimum = 0
+  const minimumVersion = (): number => Math.max(controls.state().minimumVersion, autoMinimum, options.manager?.minimumVersion ?? 0)
+  /**
+   * Bundles of retired versions become collectable: what the node runs, and every version from
+   * the one after it (or the minimum) to the head, is kept; so are the bundle service's
+   * `keepRecent` newest, for peers catching up through retired versions.
+   */
+  let collecting: Promise<void> = Promise.resolve()
+  const collectRetired = (): void => {
+    collecting = collecting.then(async () => {
+      const minimum = minimumVersion()
+      const current = manager.current
+      const keep: CID[] = [current.bundle]
+      for (let v = Math.min(current.version + 1, minimum); v <= chain.head().body.version; v++) {
+        for (const u of chain.get(v)?.body.classUpgrades ?? []) keep.push(u.bundle)
+      }
+      const result = await bundles.gc({ keep })
+      if (result.removedBundles.length > 0) {
+        log('minimum supported version %d: collected %d bundle(s), %d block(s)', minimum, result.removedBundles.length, result.removedBlocks)
+      }
+    }).catch(err => { log.error('collecting the bundles of retired versions failed - %e', err) })
+  }
+  let collectedAt = 0
+  const raiseMinimum = (): void => {
+    const minimum = minimumVersion()
+    manager.retire(minimum)
+    if (minimum > collectedAt) {
+      collectedAt = minimum
+      collectRetired()
+    }
+  }
+  const onControl = (): void => { raiseMinimum() }
   propagation.events.addEventListener('control:accepted', onControl)
+  /** version → local time it was last seen in use (a live counted peer, a label, this node) */
+  const lastSeen = new Map<number, number>()
+  const sighted = (version: number, at = Date.now()): void => {
+    if ((lastSeen.get(version) ?? 0) < at) lastSeen.set(version, at)
+  }
+  let retireTimer: ReturnType<typeof setInterval> | undefined
+  const retireAfterMs = options.retireAfterMs
+  if (retireAfterMs != null) {
+    const autoRetire = (): void => {
+      const now = Date.now()
+      for (const peer of fleet.entries()) sighted(peer.version, now)
+      const current = manager.current.version
+      let candidate = current
+      for (const [version, at] of lastSeen) {
+        if (version < candidate && now - at < retireAfterMs) candidate = version
+      }
+      if (candidate > autoMinimum) {
+        autoMinimum = candidate
+        if (candidate > controls.state().minimumVersion) {
+          log('nothing below version %d seen for %d ms: raising the minimum supported version', candidate, retireAfterMs)
+          raiseMinimum()
+        }
+      }
+    }
+    retireTimer = setInterval(autoRetire, Math.max(100, Math.min(5_000, retireAfterMs / 4)))
+  }
 
   // until the manager has loaded the app, every call answers Upgrading (retryable)
   layer = createUpgradeLayer({ libp2p }, {
@@ -359,6 +508,7 @@ export async function startAppRuntime (components: AppRuntimeComponents, options
   propagation.events.addEventListener('manifest:accepted', onAccepted)
   // labels are hints: a newer version seen on a call starts a rate-limited, verified pull
   layer.events.addEventListener('version:seen', (event) => {
+    sighted(event.detail.version)
     fleet.observe(event.detail)
     if (event.detail.version > chain.head().body.version) {
       propagation.hint(event.detail.peer, event.detail.version)
@@ -381,6 +531,10 @@ export async function startAppRuntime (components: AppRuntimeComponents, options
     throw err
   }
   log('app runtime of class %s started at version %d', options.class, manager.current.version)
+  // a restart cannot know who was below its version before it: the full time runs again
+  for (let v = 0; v <= manager.current.version; v++) sighted(v)
+  const onCompletedSeen = (event: CustomEvent<{ from: number, to: number }>): void => { sighted(event.detail.from) }
+  manager.events.addEventListener('upgrade:completed', onCompletedSeen)
 
   return {
     host,
@@ -388,8 +542,15 @@ export async function startAppRuntime (components: AppRuntimeComponents, options
     manager,
     fleet,
     events,
+    rollout () {
+      if (rollout != null && rollout.version > manager.current.version && rollout.version <= chain.head().body.version) return { ...rollout }
+      return undefined
+    },
+    minimumVersion,
     async stop () {
       shutdown.abort()
+      clearInterval(retireTimer)
+      await collecting
       propagation.events.removeEventListener('manifest:accepted', onAccepted)
       propagation.events.removeEventListener('control:accepted', onControl)
       propagation.events.removeEventListener('control:accepted', onControlView)

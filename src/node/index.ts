@@ -5,7 +5,7 @@
  */
 import { logger } from '@libp2p/logger'
 import { TypedEventEmitter } from 'main-event'
-import { createBundleService, type BundleService, type BundleServiceEvents } from '../bundle/index.ts'
+import { createBundleService, type BundleService, type BundleServiceEvents, type BundleServiceInit } from '../bundle/index.ts'
 import {
   createManifestPropagation, genesisManifest, openControlLog, openManifestChain,
   type ControlLog, type ControlVerdict, type GenesisConfig, type ManifestChain, type ManifestPropagation, type PropagationEvents,
@@ -13,7 +13,8 @@ import {
 } from '../manifest/index.ts'
 import { assertLocalAddresses, createOverlay, InvalidOptionError, parseAddress, validateSystemName, type MoltLibp2p, type OverlayProfile } from '../overlay/index.ts'
 import { openStore, type MoltStore } from '../state/index.ts'
-import { startAppRuntime, type AppRuntime, type AppRuntimeEvents, type AppRuntimeOptions } from './app.ts'
+import { startAppRuntime, type AppRuntime, type AppRuntimeEvents, type AppRuntimeOptions, type RolloutStatus } from './app.ts'
+import type { StatusRecord } from '../schedule/index.ts'
 import { loadIdentity } from './identity.ts'
 import type { UpgradeManagerEvents, UpgradePhase } from '../manager/index.ts'
 import type { CID } from 'multiformats/cid'
@@ -85,6 +86,15 @@ export interface MoltNodeOptions {
   connectionGater?: Libp2pOptions['connectionGater']
 
   /**
+   * Options of the node's bundle service: chunk size, fetch limits, and `keepRecent`, how many
+   * of the most recent bundles garbage collection keeps besides those still needed, for peers
+   * catching up through retired versions.
+   *
+   * @default the bundle service's defaults
+   */
+  bundles?: Omit<BundleServiceInit, 'system'>
+
+  /**
    * Whether the node fetches (and then serves) the bundles of every manifest it accepts.
    *
    * @default true
@@ -151,7 +161,30 @@ export interface NodeStatus {
     upgrading?: { version: number, phase: UpgradePhase }
     /** versions that failed here and are not retried */
     bad: number[]
+    /** the minimum supported version this node applies (signed, or raised here) */
+    minimumVersion: number
+    /** why this node waits for, or goes to, the newest version it knows */
+    rollout?: RolloutStatus
   }
+  /**
+   * The fleet as this node sees it (decision 10): its own status record and the live records of
+   * the peers it counts (replica group, servers, roster, peers it called). Not the whole fleet:
+   * each node knows O(k) peers; give a node a roster (or run `molt status` on several) to see more.
+   */
+  fleet?: {
+    self: StatusRecord
+    peers: FleetPeerStatus[]
+  }
+}
+
+/**
+ * One counted peer in {@link NodeStatus.fleet}.
+ */
+export interface FleetPeerStatus extends StatusRecord {
+  /** a signed status record, or only the version label on a call */
+  source: 'record' | 'label'
+  /** milliseconds since this node last heard of the peer */
+  ageMs: number
 }
 
 /**
@@ -257,6 +290,8 @@ class Node extends TypedEventEmitter<MoltNodeEvents> implements MoltNode {
 
   status (): NodeStatus {
     const head = this.chain.head()
+    const rollout = this.app?.rollout()
+    const now = Date.now()
     const halt = this.chain.halt
     return {
       peerId: this.peerId.toString(),
@@ -272,7 +307,13 @@ class Node extends TypedEventEmitter<MoltNodeEvents> implements MoltNode {
               class: this.app.manager.current.class,
               version: this.app.manager.current.version,
               ...(this.app.manager.phase != null ? { upgrading: this.app.manager.phase } : {}),
-              bad: this.app.manager.badVersions()
+              bad: this.app.manager.badVersions(),
+              minimumVersion: this.app.minimumVersion(),
+              ...(rollout != null ? { rollout } : {})
+            },
+            fleet: {
+              self: this.app.fleet.own(),
+              peers: this.app.fleet.entries().map(({ heardAt, called, ...record }) => ({ ...record, ageMs: Math.max(0, now - heardAt) }))
             }
           }
         : {}),
@@ -337,7 +378,7 @@ export async function createMoltNode (options: MoltNodeOptions): Promise<MoltNod
       datastore: store.namespace('libp2p'),
       connectionGater: options.connectionGater
     })
-    const bundles = createBundleService({ libp2p, datastore: store.namespace('bundles') }, { system })
+    const bundles = createBundleService({ libp2p, datastore: store.namespace('bundles') }, { ...options.bundles, system })
     const propagation = createManifestPropagation({ libp2p, chain, controls }, { ...options.propagation, system })
     const node = new Node(libp2p, system, chain, controls, bundles, propagation, store, { libp2p: options.libp2p == null, store: ownsStore })
 

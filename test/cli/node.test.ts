@@ -147,9 +147,9 @@ describe('molt node, status and publish', () => {
     for (const data of [p('pa'), p('pb')]) {
       const halted = await eventually(async () => {
         const s = await molt('status', '--data', data)
-        return s.out.find(l => l.startsWith('HALTED'))
+        return s.out.find(l => l.startsWith('rollout    HALTED'))
       }, `the node on ${data} shows the halt`)
-      expect(halted).toMatch(/^HALTED {5}equivocation at version 2: \S+ and \S+ are both validly signed/)
+      expect(halted).toMatch(/^rollout {4}HALTED: equivocation at version 2: \S+ and \S+ are both validly signed/)
     }
   })
 
