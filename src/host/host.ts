@@ -355,6 +355,13 @@ export interface AppHost {
   /** The health checks of every running object. */
   health(options?: AbortOptions): Promise<CheckReport>
 
+  /**
+   * Writes a bundle's files where workers can import them and returns the URL of its entry
+   * module, for code that runs a bundle's export in a worker of its own (a custom scheduling
+   * function). Nothing is loaded here.
+   */
+  moduleUrl(bundle: BundleSource, options?: AbortOptions): Promise<string>
+
   /** Calls an observer of the current object (read only, for scheduling functions). */
   observe(name: string, args?: Value[], options?: AbortOptions): Promise<Value>
 
@@ -381,9 +388,12 @@ const HERE = import.meta.url
 const WORKER_URL = new URL(HERE.endsWith('.ts') ? './worker.ts' : './worker.js', HERE)
 
 let execArgv: string[] | undefined
-/** Under tsx or vitest the worker is TypeScript: it needs tsx's loader. */
-function workerExecArgv (): string[] | undefined {
-  if (!WORKER_URL.pathname.endsWith('.ts')) return undefined
+/**
+ * The `execArgv` a worker whose module is at `url` needs: under tsx or vitest the worker is
+ * TypeScript and needs tsx's loader; built, it needs nothing.
+ */
+export function workerExecArgv (url: URL = WORKER_URL): string[] | undefined {
+  if (!url.pathname.endsWith('.ts')) return undefined
   if (execArgv == null) {
     const has = process.execArgv.some(a => a.includes('tsx'))
     execArgv = has ? [...process.execArgv] : [...process.execArgv, '--import', pathToFileURL(createRequire(HERE).resolve('tsx')).href]
@@ -725,6 +735,10 @@ class DefaultAppHost implements AppHost {
 
   // ---- bundles -------------------------------------------------------------------------------
 
+  async moduleUrl (bundle: BundleSource, options: AbortOptions = {}): Promise<string> {
+    return (await this.materialise(bundle, options.signal)).url
+  }
+
   private async materialise (source: BundleSource, signal?: AbortSignal): Promise<Resolved> {
     const cid = CID.asCID(source)
     let files: Map<string, Uint8Array> | undefined
@@ -768,6 +782,11 @@ class DefaultAppHost implements AppHost {
         }
         await mkdir(dirname(target), { recursive: true })
         await writeFile(target, bytes)
+      }
+      if (!files.has('package.json')) {
+        // bundles are ES modules: said so for Node and for any loader in front of it (tsx would
+        // otherwise compile a bare .js file to CommonJS, out of strict mode)
+        await writeFile(join(dir, 'package.json'), '{"type":"module"}\n')
       }
       await writeFile(marker, '')
     }

@@ -6,7 +6,7 @@
  */
 export * from './model.ts'
 export * from './errors.ts'
-export { createHost } from './host.ts'
+export { createHost, workerExecArgv } from './host.ts'
 export type {
   AppHost, BundleSource, CheckReport, CurrentSpec, FutureLinkSpec, HostCallOptions, HostComponents, HostEvents, HostInit,
   HostInvokeRequest, HostSpec, HostStatus, PastLinkSpec, TransformRequest, TransformResult

@@ -11,7 +11,7 @@ import { createUpgradeLayer, UpgradingError, type UpgradeLayer } from '../layer/
 import { createUpgradeManager, type ScheduleHook, type ServingState, type UpgradeManager, type UpgradeManagerInit, type UpgradeRuntime } from '../manager/index.ts'
 import type { BundleService } from '../bundle/index.ts'
 import {
-  BUILTIN_SCHEDULES, createFleetView, NO_CONTROL, UnknownScheduleError, waitForSchedule,
+  BUILTIN_SCHEDULES, BUNDLE_SCHEDULE_PREFIX, bundleScheduleExport, createBundleSchedule, createFleetView, NO_CONTROL, UnknownScheduleError, waitForSchedule,
   type ControlState, type Evaluation, type FleetViewInit, type NetworkFleetView, type Phase
 } from '../schedule/index.ts'
 import type { ControlLog, ManifestChain, ManifestPropagation, RolloutControl } from '../manifest/index.ts'
@@ -120,10 +120,11 @@ export interface AppFleetOptions extends Omit<FleetViewInit, 'system' | 'class' 
  */
 export interface AppRuntimeEvents {
   /**
-   * The schedule of a version cannot be run here (`UnknownScheduleError`: not a built-in, or a
-   * `bundle:<export>` custom SF, which is not supported yet), or an evaluation of it failed
-   * (`ScheduleFailedError`, `ScheduleTimeoutError`: counted as wait). Each distinct error is
-   * reported once per version; the upgrade waits, the node keeps running.
+   * The schedule of a version cannot be run here (`UnknownScheduleError`: neither a built-in
+   * nor `bundle:<export>`), or an evaluation of it failed (a custom SF that is not exported,
+   * threw, looped, wrote to its input: `ScheduleFailedError`, `ScheduleTimeoutError`; counted
+   * as wait). Each distinct error is reported once per version; the upgrade waits, the node
+   * keeps running.
    */
   'schedule:error': CustomEvent<{ version: number, schedule: string, error: Error }>
 }
@@ -333,33 +334,43 @@ export async function startAppRuntime (components: AppRuntimeComponents, options
   const manifestSchedule: ScheduleHook = async ({ manifest, upgrade, signal }) => {
     const version = manifest.body.version
     const name = upgrade.schedule.name
-    const schedule = Object.hasOwn(BUILTIN_SCHEDULES, name) ? BUILTIN_SCHEDULES[name] : undefined
-    if (schedule == null) {
-      report(version, name, new UnknownScheduleError(name.startsWith('bundle:')
-        ? `custom scheduling functions (${name}) are not supported yet: the upgrade to ${version} waits`
-        : `"${name}" is not a built-in schedule (${Object.keys(BUILTIN_SCHEDULES).join(', ')}): the upgrade to ${version} waits`))
+    const seed = manifest.cid.multihash.digest.reduce((a, b) => (a * 31 + b) >>> 0, 7)
+    const builtin = Object.hasOwn(BUILTIN_SCHEDULES, name) ? BUILTIN_SCHEDULES[name] : undefined
+    const exportName = bundleScheduleExport(name)
+    if (builtin == null && exportName == null) {
+      report(version, name, new UnknownScheduleError(name.startsWith(BUNDLE_SCHEDULE_PREFIX)
+        ? `"${name}" does not name an export (bundle:<identifier>): the upgrade to ${version} waits`
+        : `"${name}" is not a built-in schedule (${Object.keys(BUILTIN_SCHEDULES).join(', ')}) nor bundle:<export>: the upgrade to ${version} waits`))
       // the name is fixed by the signed manifest: wait until the attempt is given up
       await never(signal)
       return
     }
-    const decision = await waitForSchedule({
-      onDecision: (d) => {
-        setRollout(version, name, d.decision === 'upgrade' ? 'go' : d.halt != null ? 'halted' : 'waiting',
-          d.halt != null ? `halted: ${d.halt.reason}` : d.reason ?? (d.decision === 'upgrade' ? 'the schedule says go' : 'the schedule says wait'))
-      },
-      view: fleet,
-      schedule,
-      params: upgrade.schedule.params ?? {},
-      target: version,
-      seed: manifest.cid.multihash.digest.reduce((a, b) => (a * 31 + b) >>> 0, 7),
-      trusted: true,
-      ...(evalEveryMs != null ? { evalEveryMs } : {}),
-      ...(timeoutMs != null ? { timeoutMs } : {}),
-      onError: (evaluation: Evaluation) => {
-        if (evaluation.error != null) report(version, name, evaluation.error)
-      },
-      signal
-    })
+    // a custom SF is an export of the new class's bundle, run in a worker of its own
+    const custom = exportName != null
+      ? createBundleSchedule({ url: await host.moduleUrl(upgrade.bundle, { signal }), exportName, seed, ...(timeoutMs != null ? { timeoutMs } : {}) })
+      : undefined
+    let decision
+    try {
+      decision = await waitForSchedule({
+        onDecision: (d) => {
+          setRollout(version, name, d.decision === 'upgrade' ? 'go' : d.halt != null ? 'halted' : 'waiting',
+            d.halt != null ? `halted: ${d.halt.reason}` : d.reason ?? (d.decision === 'upgrade' ? 'the schedule says go' : 'the schedule says wait'))
+        },
+        view: fleet,
+        ...(custom != null ? { evaluate: async (input) => await custom.evaluate(input) } : { schedule: builtin, trusted: true }),
+        params: upgrade.schedule.params ?? {},
+        target: version,
+        seed,
+        ...(evalEveryMs != null ? { evalEveryMs } : {}),
+        ...(timeoutMs != null ? { timeoutMs } : {}),
+        onError: (evaluation: Evaluation) => {
+          if (evaluation.error != null) report(version, name, evaluation.error)
+        },
+        signal
+      })
+    } finally {
+      await custom?.close()
+    }
     log('schedule "%s" of version %d says go: %s', name, version, decision.reason ?? '')
   }
 

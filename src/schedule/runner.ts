@@ -7,9 +7,10 @@
  */
 import { logger } from '@libp2p/logger'
 import { evaluateSchedule, type Evaluation } from './evaluate.ts'
+import type { createBundleSchedule } from './custom.ts'
 import { seededRandom } from './random.ts'
 import type { NetworkFleetView } from './fleet.ts'
-import type { ScheduleDecision, ScheduleFunction, ScheduleParams, SelfView } from './types.ts'
+import type { ScheduleDecision, ScheduleFunction, ScheduleInput, ScheduleParams, SelfView } from './types.ts'
 
 const log = logger('molt:schedule')
 
@@ -19,8 +20,13 @@ const log = logger('molt:schedule')
 export interface WaitForScheduleOptions {
   /** the node's fleet view */
   view: NetworkFleetView
-  /** the SF */
-  schedule: ScheduleFunction
+  /** the SF, run here under the vm watchdog (or unguarded when `trusted`) */
+  schedule?: ScheduleFunction
+  /**
+   * Runs the SF elsewhere instead of `schedule` (a custom SF in its own worker:
+   * {@link createBundleSchedule}); must never reject.
+   */
+  evaluate?: (input: ScheduleInput) => Promise<Evaluation>
   /** the manifest's schedule parameters */
   params: ScheduleParams
   /** the version being scheduled */
@@ -78,6 +84,9 @@ export interface WaitForScheduleOptions {
  */
 export async function waitForSchedule (options: WaitForScheduleOptions): Promise<ScheduleDecision> {
   const { view, schedule, params, target } = options
+  if (schedule == null && options.evaluate == null) {
+    throw new TypeError('waitForSchedule: give schedule or evaluate')
+  }
   const now = options.now ?? Date.now
   const since = now()
   const random = seededRandom(options.seed, view.own().peer)
@@ -140,9 +149,11 @@ export async function waitForSchedule (options: WaitForScheduleOptions): Promise
             servers: counted.servers,
             observers: options.observers?.() ?? {}
           }
-          const evaluation = evaluateSchedule(schedule, { self, view, params, now: now(), random }, {
-            guard: options.trusted !== true, timeoutMs: options.timeoutMs ?? 50
-          })
+          const input = { self, view, params, now: now(), random }
+          const evaluation = options.evaluate != null
+            ? await options.evaluate(input)
+            : evaluateSchedule(schedule!, input, { guard: options.trusted !== true, timeoutMs: options.timeoutMs ?? 50 })
+          if (done) return
           if (evaluation.error != null) onError(evaluation)
           const d = evaluation.decision
           options.onDecision?.(d)
