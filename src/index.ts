@@ -237,6 +237,9 @@ export {
   statusTopic,
   evaluateSchedule,
   waitForSchedule,
+  createBundleSchedule,
+  bundleScheduleExport,
+  BUNDLE_SCHEDULE_PREFIX,
   BUILTIN_SCHEDULES,
   simulate,
   plotSvg,
@@ -272,7 +275,9 @@ export type {
   ScheduleParams,
   Scenario,
   SimulationResult,
-  SignedStatus
+  SignedStatus,
+  BundleSchedule,
+  BundleScheduleInit
 } from './schedule/index.ts'
 export { tryUpgrade, tryUpgradeOffline, DryRunError, DryRunInputError, StoreBusyError } from './manager/dry-run.ts'
 export { buildBundle, readBundleDir } from './bundle/index.ts'
