@@ -435,7 +435,11 @@ function positive (value: number | undefined, fallback: number, name: string): n
 /** A promise that rejects when the signal aborts. */
 function raceSignal<T> (promise: Promise<T>, signal: AbortSignal | undefined, onAbort: () => Error): Promise<T> {
   if (signal == null) return promise
-  if (signal.aborted) return Promise.reject(onAbort())
+  if (signal.aborted) {
+    // the abandoned promise may still reject (its worker ending): that is no one's error
+    promise.catch(() => {})
+    return Promise.reject(onAbort())
+  }
   return new Promise<T>((resolve, reject) => {
     const abort = (): void => { reject(onAbort()) }
     signal.addEventListener('abort', abort, { once: true })

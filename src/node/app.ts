@@ -11,7 +11,7 @@ import { createUpgradeLayer, UpgradingError, type UpgradeLayer } from '../layer/
 import { createUpgradeManager, type ScheduleHook, type ServingState, type UpgradeManager, type UpgradeManagerInit, type UpgradeRuntime } from '../manager/index.ts'
 import type { BundleService } from '../bundle/index.ts'
 import {
-  BUILTIN_SCHEDULES, BUNDLE_SCHEDULE_PREFIX, bundleScheduleExport, createBundleSchedule, createFleetView, NO_CONTROL, UnknownScheduleError, waitForSchedule,
+  BUILTIN_SCHEDULES, BUNDLE_SCHEDULE_PREFIX, bundleScheduleExport, createBundleSchedule, createFleetView, NO_CONTROL, rolloutSeed, UnknownScheduleError, waitForSchedule,
   type ControlState, type Evaluation, type FleetViewInit, type NetworkFleetView, type Phase
 } from '../schedule/index.ts'
 import type { ControlLog, ManifestChain, ManifestPropagation, RolloutControl } from '../manifest/index.ts'
@@ -334,7 +334,7 @@ export async function startAppRuntime (components: AppRuntimeComponents, options
   const manifestSchedule: ScheduleHook = async ({ manifest, upgrade, signal }) => {
     const version = manifest.body.version
     const name = upgrade.schedule.name
-    const seed = manifest.cid.multihash.digest.reduce((a, b) => (a * 31 + b) >>> 0, 7)
+    const seed = rolloutSeed(manifest.cid.multihash.digest)
     const builtin = Object.hasOwn(BUILTIN_SCHEDULES, name) ? BUILTIN_SCHEDULES[name] : undefined
     const exportName = bundleScheduleExport(name)
     if (builtin == null && exportName == null) {
@@ -412,7 +412,8 @@ export async function startAppRuntime (components: AppRuntimeComponents, options
       }
       // a pause or abort may have come while the schedule waited
       await controlsPermit(version, name, context.signal)
-      setRollout(version, name, 'go', rollout?.state === 'catching-up' ? rollout.reason : 'the schedule said go')
+      // keep the schedule's own reason (which coin, which wave...) for molt status and the record
+      setRollout(version, name, 'go', rollout?.version === version && (rollout.state === 'catching-up' || rollout.state === 'go') ? rollout.reason : 'the schedule said go')
       // down from here: announced before the manager quiesces, so no replica reads this node as
       // serving while it is not
       await fleet.update({ target: version, phase: 'upgrading', defer: null })

@@ -56,3 +56,11 @@ export function seededRandom (seed: number, node: string): RandomSource {
     return mulberry32(k)()
   }
 }
+
+/**
+ * The seed of a rollout: derived from the manifest's CID (its digest bytes), so every node
+ * draws from the same seeded sources for the same manifest and a re-signed body draws anew.
+ */
+export function rolloutSeed (digest: Uint8Array): number {
+  return digest.reduce((a, b) => (a * 31 + b) >>> 0, 7)
+}

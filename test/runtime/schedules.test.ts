@@ -7,12 +7,7 @@
  * Each property runs under two seeds: the seed picks the roles (servers, first class, canaries)
  * and the manifest's `createdAt`, hence its CID and the seed of the SFs' random source.
  *
- * `gradual` is not tested here: its property is a rate (a fraction 1 − (1 − rate)^m gone after
- * m periods). On twelve nodes a binomial tolerance is too wide to say anything (rate 0.5 after
- * one period: 6 ± 3.5 at 2σ), measuring "after m periods" on real nodes means reading wall-clock
- * times against period boundaries (a timing assertion), and the coins themselves are fixed by the
- * seed, so the rate is a property of the random source, which the unit tests and the simulator
- * already cover.
+ * `gradual` is tested in gradual.test.ts (sixteen nodes, two seeded rollouts).
  */
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
