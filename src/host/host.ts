@@ -78,6 +78,14 @@ export interface CurrentSpec {
   version: number
   /** its bundle */
   bundle: BundleSource
+  /**
+   * The version whose namespace (`app/<class>/<stateVersion>`) holds the object's state, when it
+   * is not `version`: the node only advanced to `version` and runs the same code on the same
+   * state.
+   *
+   * @default version
+   */
+  stateVersion?: number
 }
 
 /**
@@ -95,6 +103,13 @@ export interface PastLinkSpec {
    * @default the current class
    */
   class?: string
+  /**
+   * The version whose namespace holds that state, when it is not `to` (the node had only
+   * advanced to `to`).
+   *
+   * @default to
+   */
+  stateVersion?: number
 }
 
 /**
@@ -668,8 +683,9 @@ interface Resolved {
 interface ResolvedSpec {
   class: string
   version: number
+  stateVersion: number
   current: Resolved
-  past: Array<{ from: number, to: number, class: string, module: Resolved }>
+  past: Array<{ from: number, to: number, class: string, stateVersion: number, module: Resolved }>
   future: Array<{ version: number, module: Resolved }>
 }
 
@@ -809,8 +825,10 @@ class DefaultAppHost implements AppHost {
     for (const link of past) {
       const from = checkVersion(link.from, 'past.from')
       const to = checkVersion(link.to, 'past.to')
-      if (to !== expectTo || from > to) {
-        throw new InvalidHostSpecError(`past: links must be newest first and contiguous below ${version} (got ${from}-${to}, expected one ending at ${expectTo})`)
+      // a gap between links (or below the current version) is a run of versions that ran the
+      // current link's code: the caller answers those itself (the manager's aliases)
+      if (to > expectTo || from > to) {
+        throw new InvalidHostSpecError(`past: links must be newest first, not overlapping, below ${version} (got ${from}-${to}, expected one ending at or below ${expectTo})`)
       }
       expectTo = from - 1
     }
@@ -826,12 +844,19 @@ class DefaultAppHost implements AppHost {
     const resolved: ResolvedSpec = {
       class: klass,
       version,
+      stateVersion: spec.current.stateVersion != null ? checkVersion(spec.current.stateVersion, 'current.stateVersion') : version,
       current: await this.materialise(spec.current.bundle, signal),
       past: [],
       future: []
     }
     for (const link of past) {
-      resolved.past.push({ from: link.from, to: link.to, class: link.class != null ? validateClass(link.class) : klass, module: await this.materialise(link.bundle, signal) })
+      resolved.past.push({
+        from: link.from,
+        to: link.to,
+        class: link.class != null ? validateClass(link.class) : klass,
+        stateVersion: link.stateVersion != null ? checkVersion(link.stateVersion, 'past.stateVersion') : link.to,
+        module: await this.materialise(link.bundle, signal)
+      })
     }
     for (const link of future) {
       resolved.future.push({ version: link.version, module: await this.materialise(link.bundle, signal) })
@@ -852,8 +877,8 @@ class DefaultAppHost implements AppHost {
       api: MOLT_APP_API,
       self: { peerId: this.components.self.peerId, class: spec.class },
       peers: this.peers(),
-      current: { version: spec.version, namespace: bind(appNamespace(spec.class, spec.version)), module: { url: spec.current.url } },
-      past: spec.past.map(l => ({ from: l.from, to: l.to, namespace: bind(pastSoNamespace(l.to)), old: bind(appNamespace(l.class, l.to), true), module: { url: l.module.url } })),
+      current: { version: spec.version, namespace: bind(appNamespace(spec.class, spec.stateVersion)), module: { url: spec.current.url } },
+      past: spec.past.map(l => ({ from: l.from, to: l.to, namespace: bind(pastSoNamespace(l.to)), old: bind(appNamespace(l.class, l.stateVersion), true), module: { url: l.module.url } })),
       future: spec.future.map(l => ({ version: l.version, namespace: bind(futureSoNamespace(l.version)), module: { url: l.module.url } }))
     }
     return { data, stores }
@@ -1138,7 +1163,7 @@ class DefaultAppHost implements AppHost {
   state (): ReadonlyAppStore {
     const spec = this.spec
     if (spec == null) throw new HostNotLoadedError('no version is loaded')
-    return createReadonlyAppStore(this.components.store.namespace(appNamespace(spec.class, spec.version)))
+    return createReadonlyAppStore(this.components.store.namespace(appNamespace(spec.class, spec.stateVersion)))
   }
 
   private async job (data: JobData, stores: Map<string, StoreBinding>, deadlineMs: number, signal?: AbortSignal): Promise<unknown> {

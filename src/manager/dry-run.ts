@@ -280,12 +280,12 @@ async function copyNamespace (view: StoreView, name: string, target: MoltStore, 
 /* ---------------------------------------------------------------- inputs */
 
 /** The current incarnation in the manager's persisted record (`manager/record`), if any. */
-async function currentFromRecord (view: StoreView): Promise<{ class: string, version: number } | undefined> {
+async function currentFromRecord (view: StoreView): Promise<{ class: string, version: number, stateVersion: number } | undefined> {
   const bytes = await view.get('/manager/record')
   if (bytes == null) {
     return undefined
   }
-  let record: { lineage?: Array<{ class?: unknown, version?: unknown }> }
+  let record: { lineage?: Array<{ class?: unknown, version?: unknown, stateVersion?: unknown }> }
   try {
     record = cbor.decode(bytes)
   } catch (err) {
@@ -295,7 +295,8 @@ async function currentFromRecord (view: StoreView): Promise<{ class: string, ver
   if (current == null || typeof current.class !== 'string' || typeof current.version !== 'number') {
     throw new DryRunInputError('the node\'s upgrade record names no current version')
   }
-  return { class: current.class, version: current.version }
+  // a version the node only advanced to keeps its state where it was
+  return { class: current.class, version: current.version, stateVersion: typeof current.stateVersion === 'number' ? current.stateVersion : current.version }
 }
 
 /** A bundle's files read from the store's `bundles` namespace (see `src/bundle/store.ts`). */
@@ -386,6 +387,7 @@ async function dryRun (store: MoltStore, options: TryUpgradeOptions, kind: 'live
   let klass: string
   let fromVersion: number
   let toVersion: number
+  let stateNs: string
   let entries: DryRunReport['entries']
   let snapshotKind: DryRunReport['snapshot']
   const view = viewOf(store, kind)
@@ -405,8 +407,9 @@ async function dryRun (store: MoltStore, options: TryUpgradeOptions, kind: 'live
     }
     // validates the names before anything is copied
     appNamespace(options.newClass ?? klass, toVersion)
+    stateNs = appNamespace(klass, options.fromVersion == null && current != null ? current.stateVersion : fromVersion)
     entries = {
-      state: await copyNamespace(view, appNamespace(klass, fromVersion), mem, signal),
+      state: await copyNamespace(view, stateNs, mem, signal),
       futureState: await copyNamespace(view, futureSoNamespace(toVersion), mem, signal)
     }
     if (cid != null && options.bundles == null) {
@@ -440,7 +443,7 @@ async function dryRun (store: MoltStore, options: TryUpgradeOptions, kind: 'live
       try {
         const { digest } = await host.transform({
           bundle: source,
-          from: appNamespace(klass, fromVersion),
+          from: stateNs,
           futureState: futureSoNamespace(toVersion),
           to: targets[run] as string,
           now,

@@ -218,8 +218,9 @@ interface ManagerRecord {
   historySeq: number
 }
 
-function appNamespace (incarnation: Pick<Incarnation, 'class' | 'version'>): string {
-  return hostAppNamespace(incarnation.class, incarnation.version)
+/** Where an incarnation's state lives: its own version's namespace, or the one it advanced from. */
+function appNamespace (incarnation: Pick<Incarnation, 'class' | 'version' | 'stateVersion'>): string {
+  return hostAppNamespace(incarnation.class, incarnation.stateVersion ?? incarnation.version)
 }
 
 function phaseIndex (phase: UpgradePhase): number {
@@ -332,7 +333,14 @@ class Manager implements UpgradeManager {
         // the past-SO initialises its state from the old version's (the host assumes the current class)
         // versions skipped by a fix-forward (failed here) are answered by the same past-SO: it
         // sees the caller's version in its call context
-        past.push({ from: old.version, to: newer.version - 1, bundle: newer.bundle, ...(old.class !== current.class ? { class: old.class } : {}) })
+        const stateVersion = old.stateVersion ?? old.version
+        past.push({
+          from: old.version,
+          to: newer.version - 1,
+          bundle: newer.bundle,
+          ...(old.class !== current.class ? { class: old.class } : {}),
+          ...(stateVersion !== newer.version - 1 ? { stateVersion } : {})
+        })
       } else if (past.length > 0) {
         // same code as the newer version: the same past-SO answers it
         (past[past.length - 1] as PastLink).from = old.version
@@ -473,7 +481,7 @@ class Manager implements UpgradeManager {
     }
     const before = this.runSpec(this.record.lineage).past.length
     this.minimumVersion = minimumVersion
-    this.reloadNeeded = this.runSpec(this.record.lineage).past.length !== before
+    this.reloadNeeded ||= this.runSpec(this.record.lineage).past.length !== before
     log('minimum supported version raised to %d', minimumVersion)
     this.emitServing()
     this.wake?.()
@@ -558,8 +566,11 @@ class Manager implements UpgradeManager {
       }
       const mentions = manifest.body.classUpgrades.some(u => u.oldClass === current.class)
       if (!mentions && v === current.version + 1) {
-        // no class upgrade for this class: only the version number advances
-        this.record.lineage.push({ ...current, version: v })
+        // no class upgrade for this class: only the version number advances; the same code runs
+        // on the same state, reloaded so that it is the object of the new version (its calls are
+        // labelled with it) and older labels are answered by it as aliases
+        this.record.lineage.push({ ...current, version: v, stateVersion: current.stateVersion ?? current.version })
+        this.reloadNeeded = true
         this.addHistory({ event: 'advanced', from: current.version, to: v })
         await this.save()
         this.events.safeDispatchEvent('upgrade:advanced', { detail: { from: current.version, to: v } })

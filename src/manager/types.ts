@@ -34,6 +34,14 @@ export interface Incarnation {
   class: string
   /** the class's bundle at that version */
   bundle: CID
+  /**
+   * The version whose state namespace (`app/<class>/<stateVersion>`) holds this incarnation's
+   * state, when it is not its own: a version the node only advanced to (no class upgrade named
+   * its class) keeps running the same object on the same state.
+   *
+   * @default version
+   */
+  stateVersion?: number
 }
 
 /**
@@ -50,6 +58,13 @@ export interface PastLink {
    * @default the current class
    */
   class?: string
+  /**
+   * The version whose namespace holds that state, when it is not `to` (the node had only
+   * advanced to `to`).
+   *
+   * @default to
+   */
+  stateVersion?: number
 }
 
 /**

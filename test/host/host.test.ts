@@ -239,7 +239,11 @@ describe('host', () => {
     await expect(call(host, 'get')).rejects.toBeInstanceOf(HostNotLoadedError)
     await expect(host.load({ current: { class: 'counter', version: 2, bundle: app('bad-api') } })).rejects.toBeInstanceOf(AppApiMismatchError)
     await expect(host.load({ current: { class: 'counter', version: 2, bundle: await appFiles('bare-import') } })).rejects.toBeInstanceOf(AppLoadError)
-    await expect(host.load({ current: { class: 'counter', version: 2, bundle: app('counter-v2') }, past: [{ from: 0, to: 0, bundle: app('counter-v2') }] }))
+    // past links newest first, not overlapping, below the current version (a gap is a run of
+    // versions that ran the current code, answered by the current object)
+    await expect(host.load({ current: { class: 'counter', version: 2, bundle: app('counter-v2') }, past: [{ from: 1, to: 2, bundle: app('counter-v2') }] }))
+      .rejects.toBeInstanceOf(InvalidHostSpecError)
+    await expect(host.load({ current: { class: 'counter', version: 3, bundle: app('counter-v2') }, past: [{ from: 0, to: 0, bundle: app('counter-v2') }, { from: 1, to: 1, bundle: app('counter-v2') }] }))
       .rejects.toBeInstanceOf(InvalidHostSpecError)
     // roll back: the old version and its untouched state
     await host.load({ current: { class: 'counter', version: 1, bundle: await appFiles('counter-v1') } })
