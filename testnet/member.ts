@@ -1,0 +1,228 @@
+/**
+ * One member of the testnet — a chord node or a client — wherever it runs: in its own process
+ * (`node-process.ts`, behind the IPC channel) or in the launcher's process (`--in-process`).
+ * It starts a molt node that runs the member's class, opens its admin socket, reports its
+ * status and lifecycle events to the launcher, and answers the launcher's requests: the Chord
+ * node's `info`, publishing a manifest, the partition fault, the replica group, and (clients)
+ * the workload and the read-back.
+ *
+ * @packageDocumentation
+ */
+import { readFileSync } from 'node:fs'
+import { logger } from '@libp2p/logger'
+import { multiaddr } from '@multiformats/multiaddr'
+import { fromString } from 'uint8arrays/from-string'
+import { MemoryDatastore } from 'datastore-core'
+import { createMoltNode, createOverlay, decodeSignedManifest, genesisFromJSON, openStore, startAdminServer, type AdminServer, type MoltNode, type MoltStore } from '../src/index.ts'
+import { loadIdentity } from '../src/node/identity.ts'
+import { createPartitionGater } from './gater.ts'
+import { wireError, type FromMember, type MemberChannel, type MemberConfig, type MemberEvent, type MemberRequest, type MemberStatus, type RequestMap } from './ipc.ts'
+import { Workload } from './workload.ts'
+
+const log = logger('molt:testnet:member')
+
+/** What an in-process member is given besides its config. */
+export interface MemberResources {
+  /** its sub-level of the shared store */
+  store?: MoltStore
+  /** whether to measure this process's memory (not in-process: it is the launcher's) */
+  measureMemory?: boolean
+}
+
+/** A running member. */
+export interface Member {
+  readonly node: MoltNode
+  /** stops the workload, the admin socket and the node */
+  stop(): Promise<void>
+}
+
+/** Resident set size now and its peak, MB, from `/proc/self/status` (Linux), else `rss`. */
+export function memoryMb (): { rssMb: number, peakRssMb: number } {
+  try {
+    const status = readFileSync('/proc/self/status', 'utf8')
+    const kb = (field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? 0)
+    return { rssMb: kb('VmRSS') / 1024, peakRssMb: kb('VmHWM') / 1024 }
+  } catch {
+    const rss = process.memoryUsage().rss / 1_048_576
+    return { rssMb: rss, peakRssMb: rss }
+  }
+}
+
+/** A member's status snapshot. */
+export function statusOf (node: MoltNode, measureMemory: boolean): MemberStatus {
+  const s = node.status()
+  const memory = measureMemory ? memoryMb() : { rssMb: 0, peakRssMb: 0 }
+  return {
+    at: Date.now(),
+    head: s.version,
+    version: s.app?.version ?? s.version,
+    class: s.app?.class ?? '',
+    ...(s.app?.upgrading != null ? { upgrading: s.app.upgrading } : {}),
+    fleetPhase: node.app?.fleet.own().phase ?? 'running',
+    connections: node.libp2p.getConnections().length,
+    halted: s.halted != null,
+    paused: s.control.paused.length > 0,
+    aborted: s.control.aborted.length > 0,
+    bad: s.app?.bad ?? [],
+    ...memory
+  }
+}
+
+/** Dials addresses, best effort; resolves with how many connected. */
+async function dialAll (node: MoltNode, addresses: string[]): Promise<number> {
+  const results = await Promise.allSettled(addresses.map(async a => {
+    await node.libp2p.dial(multiaddr(a), { signal: AbortSignal.timeout(5000) })
+  }))
+  return results.filter(r => r.status === 'fulfilled').length
+}
+
+/**
+ * Starts a member and serves the launcher's requests on `channel`; sends `ready` once started.
+ */
+export async function startMember (config: MemberConfig, channel: MemberChannel, resources: MemberResources = {}): Promise<Member> {
+  const measure = resources.measureMemory ?? true
+  const send = (message: FromMember): void => { channel.send(message) }
+  const gater = createPartitionGater()
+  const genesis = genesisFromJSON(config.genesis)
+  // the member's store: its data directory, or its sub-level of the shared store
+  const ownStore = resources.store == null
+  const store = resources.store ?? await openStore(config.dataDir != null ? { path: config.dataDir } : { memory: true })
+  // the identity molt keeps in the store, so a restart from the data directory keeps the peer id
+  const privateKey = await loadIdentity(store.namespace('node'))
+  // libp2p's peer book in memory (see MemberConfig.peerStore)
+  const libp2p = config.peerStore === 'memory'
+    ? await createOverlay({ system: genesis.system, profile: 'local', listen: config.listen, privateKey, datastore: new MemoryDatastore(), connectionGater: gater.gater })
+    : undefined
+  const node = await createMoltNode({
+    genesis,
+    store,
+    privateKey,
+    ...(libp2p != null ? { libp2p } : { profile: 'local' as const, listen: config.listen, connectionGater: gater.gater }),
+    bootstrap: config.bootstrap,
+    pack: config.pack,
+    app: {
+      class: config.class,
+      manager: { retryMs: config.retryMs },
+      // sixteen processes starting at once on two cores: a worker may take a while to come up
+      host: { startTimeoutMs: 60_000 },
+      fleet: { announceMs: config.fleet.announceMs, evalEveryMs: config.fleet.evalEveryMs }
+    }
+  })
+  let admin: AdminServer | undefined
+  if (config.admin && config.dataDir != null) {
+    try {
+      admin = await startAdminServer(node, { dataDir: config.dataDir })
+    } catch (err) {
+      log.error('%s: no admin socket - %e', config.name, err)
+    }
+  }
+
+  // --- what the launcher hears ----------------------------------------------------------------
+  const event = (e: MemberEvent): void => {
+    send({ type: 'event', event: e })
+    pushStatus()
+  }
+  const pushStatus = (): void => { send({ type: 'status', status: statusOf(node, measure) }) }
+  node.addEventListener('manifest:accepted', (e) => { event({ kind: 'manifest', at: Date.now(), version: e.detail.manifest.body.version }) })
+  node.addEventListener('upgrade:phase', (e) => { event({ kind: 'phase', at: Date.now(), version: e.detail.version, phase: e.detail.phase }) })
+  node.addEventListener('upgrade:completed', (e) => { event({ kind: 'completed', at: Date.now(), from: e.detail.from, to: e.detail.to }) })
+  node.addEventListener('upgrade:advanced', (e) => { event({ kind: 'advanced', at: Date.now(), from: e.detail.from, to: e.detail.to }) })
+  node.addEventListener('upgrade:rolled-back', (e) => { event({ kind: 'rolled-back', at: Date.now(), version: e.detail.version, error: `${e.detail.error.name}: ${e.detail.error.message}` }) })
+  node.addEventListener('upgrade:postponed', (e) => { event({ kind: 'postponed', at: Date.now(), version: e.detail.version, error: `${e.detail.error.name}: ${e.detail.error.message}` }) })
+  node.addEventListener('schedule:error', (e) => { event({ kind: 'schedule-error', at: Date.now(), version: e.detail.version, error: `${e.detail.error.name}: ${e.detail.error.message}` }) })
+  node.addEventListener('rollout:halted', (e) => { event({ kind: 'halted', at: Date.now(), version: e.detail.proof.version }) })
+  node.addEventListener('control:accepted', (e) => { event({ kind: 'control', at: Date.now(), seq: e.detail.control.body.seq }) })
+  const statusTimer = setInterval(pushStatus, config.statusMs)
+  statusTimer.unref?.()
+
+  // --- clients: the workload --------------------------------------------------------------------
+  const app = node.app
+  if (app == null) throw new Error('the member runs no app')
+  const workload = new Workload(
+    config.name,
+    async (method, args, options) => await app.layer.call(node.peerId, method, args, options),
+    () => app.manager.current.version,
+    (ops) => { send({ type: 'ops', ops }) }
+  )
+  let workloadRunning = false
+
+  // --- requests ---------------------------------------------------------------------------------
+  let stopped: Promise<void> | undefined
+  const stop = async (): Promise<void> => {
+    stopped ??= (async () => {
+      clearInterval(statusTimer)
+      if (workloadRunning) {
+        workloadRunning = false
+        await workload.stop()
+      }
+      await admin?.close().catch(() => {})
+      await node.stop()
+      await libp2p?.stop()
+      if (ownStore) await store.close()
+    })()
+    await stopped
+  }
+
+  type Handlers = { [K in keyof RequestMap]: (request: Extract<MemberRequest, { op: K }>) => Promise<RequestMap[K]['response']> }
+  const handlers: Handlers = {
+    info: async () => await app.layer.call(node.peerId, 'info', [], { deadlineMs: 3000 }),
+    pack: async ({ dirs }) => {
+      const cids: string[] = []
+      for (const dir of dirs) cids.push((await node.bundles.pack(dir)).cid.toString())
+      return { cids }
+    },
+    publish: async ({ manifest, pack }) => {
+      for (const dir of pack) await node.bundles.pack(dir)
+      const m = await decodeSignedManifest(fromString(manifest, 'base64'))
+      const r = await node.publish(m)
+      return { verdict: r.verdict, cid: r.cid.toString() }
+    },
+    partition: async ({ deny }) => {
+      gater.deny(deny)
+      const open = node.libp2p.getConnections().filter(c => gater.denied(c.remotePeer))
+      await Promise.allSettled(open.map(async c => { await node.libp2p.hangUp(c.remotePeer) }))
+      return { closed: open.length }
+    },
+    heal: async ({ dial }) => {
+      gater.heal()
+      return { dialled: await dialAll(node, dial) }
+    },
+    dial: async ({ addresses }) => ({ dialled: await dialAll(node, addresses) }),
+    view: async () => app.fleet.entries().map(e => ({ peer: e.peer, class: e.class, version: e.version, target: e.target, phase: e.phase, source: e.source, heardMsAgo: Date.now() - e.heardAt, called: e.called })),
+    counted: async ({ group, replicas }) => {
+      app.fleet.setCounted({ replicas })
+      await app.fleet.update({ tags: { ...app.fleet.own().tags, group } })
+      return { ok: true }
+    },
+    'workload-start': async ({ plan }) => {
+      if (!workloadRunning) {
+        workloadRunning = true
+        workload.start(plan)
+      }
+      return { ok: true }
+    },
+    'workload-stop': async () => {
+      workloadRunning = false
+      return await workload.stop()
+    },
+    verify: async ({ keys, deadlineMs }) => await workload.readBack(keys, deadlineMs),
+    stop: async () => {
+      await stop()
+      return { ok: true }
+    }
+  }
+  channel.onMessage((message) => {
+    if (message.type !== 'request') return
+    const { id, request } = message
+    const handler = handlers[request.op] as (r: MemberRequest) => Promise<unknown>
+    handler(request).then(
+      (value) => { send({ type: 'response', id, ok: true, value: value ?? null }) },
+      (err: unknown) => { send({ type: 'response', id, ok: false, error: wireError(err) }) }
+    )
+  })
+
+  const status = statusOf(node, measure)
+  send({ type: 'ready', peerId: node.peerId.toString(), addresses: node.libp2p.getMultiaddrs().map(ma => ma.toString()), ...(admin != null ? { admin: admin.socketPath } : {}), status })
+  log('%s started: %p', config.name, node.peerId)
+  return { node, stop }
+}

@@ -1,0 +1,205 @@
+/**
+ * Everything the launcher learns during a run, with timestamps: each member's statuses and
+ * lifecycle events, every client op, the scenario's marks (publish, faults, quiesce), and a
+ * sample of the fleet every `sampleMs`. The live view, the summary and the report read it.
+ *
+ * @packageDocumentation
+ */
+import type { FleetListener, MemberHandle } from './fleet.ts'
+import type { MemberEvent, MemberStatus, OpSample, Role } from './ipc.ts'
+
+/** What is known of one member. */
+export interface MemberTrack {
+  name: string
+  role: Role
+  peerId?: string
+  status?: MemberStatus
+  events: MemberEvent[]
+  /** first time it reported each manifest version */
+  manifestAt: Map<number, number>
+  /** when it reached each system version */
+  reachedAt: Map<number, number>
+  /** the highest peak RSS it reported, MB */
+  peakRssMb: number
+  /** its RSS over time: [ms since the epoch, MB] */
+  rss: Array<[number, number]>
+  /** killed / restarted / exited, for the timeline */
+  lifecycle: Array<{ at: number, what: 'killed' | 'restarted' | 'exited' | 'started' | 'stopped', detail?: string }>
+  alive: boolean
+}
+
+/** A sample of the fleet. */
+export interface FleetSample {
+  at: number
+  /** chord nodes per system version */
+  nodes: Record<number, number>
+  /** clients per system version */
+  clients: Record<number, number>
+  /** nodes between quiescing and admitted */
+  upgrading: number
+  /** nodes whose rollout is halted (fork proof, or a halted status record) */
+  halted: number
+}
+
+/** The scenario's marks, ms since the epoch. */
+export interface Marks {
+  start: number
+  ready?: number
+  ringStable?: number
+  steadyStart?: number
+  publish?: number
+  /** every member accepted the target manifest */
+  propagated?: number
+  /** every chord node at the target */
+  nodesUpgraded?: number
+  /** every member at the target */
+  allUpgraded?: number
+  workloadStop?: number
+  verified?: number
+  end?: number
+  partition?: number
+  heal?: number
+  /** the partition's two sides (member names) */
+  sides?: { a: string[], b: string[] }
+  kills: Array<{ name: string, at: number, restartedAt?: number }>
+  /** --control: restarts of nodes one at a time */
+  restarts: Array<{ name: string, at: number, readyAt?: number }>
+  /** each publish (one per system version) */
+  publishes: Array<{ version: number, at: number, through: string, cid: string }>
+}
+
+/** Records a run. */
+export class Recorder implements FleetListener {
+  readonly members = new Map<string, MemberTrack>()
+  /** every client op, in the order they arrived */
+  readonly opLog: OpSample[] = []
+  readonly samples: FleetSample[] = []
+  readonly marks: Marks = { start: Date.now(), kills: [], restarts: [], publishes: [] }
+  /** the target system version (for progress) */
+  target = 1
+  /** totals of ops by outcome, kept as they come */
+  readonly totals = { ok: 0, failed: 0, refused: 0, untyped: 0 }
+  /** failure names seen, with counts */
+  readonly failures = new Map<string, number>()
+  /** a line for the view when something notable happens */
+  readonly notes: Array<{ at: number, text: string }> = []
+
+  track (name: string, role: Role): MemberTrack {
+    let t = this.members.get(name)
+    if (t == null) {
+      t = { name, role, events: [], manifestAt: new Map(), reachedAt: new Map(), peakRssMb: 0, rss: [], lifecycle: [], alive: false }
+      this.members.set(name, t)
+    }
+    return t
+  }
+
+  note (text: string): void {
+    this.notes.push({ at: Date.now(), text })
+  }
+
+  status (member: MemberHandle, status: MemberStatus): void {
+    const t = this.track(member.name, member.role)
+    if (member.peerId != null) t.peerId = member.peerId
+    t.status = status
+    t.alive = member.alive
+    t.peakRssMb = Math.max(t.peakRssMb, status.peakRssMb)
+    if (status.rssMb > 0) t.rss.push([status.at, Math.round(status.rssMb * 10) / 10])
+    if (!t.manifestAt.has(status.head)) t.manifestAt.set(status.head, status.at)
+    if (!t.reachedAt.has(status.version)) t.reachedAt.set(status.version, status.at)
+  }
+
+  event (member: MemberHandle, event: MemberEvent): void {
+    const t = this.track(member.name, member.role)
+    t.events.push(event)
+    switch (event.kind) {
+      case 'manifest':
+        if (!t.manifestAt.has(event.version)) t.manifestAt.set(event.version, event.at)
+        break
+      case 'completed':
+      case 'advanced':
+        if (!t.reachedAt.has(event.to)) t.reachedAt.set(event.to, event.at)
+        break
+      case 'rolled-back':
+        this.note(`${member.name}: upgrade to ${event.version} rolled back: ${event.error}`)
+        break
+      case 'schedule-error':
+        this.note(`${member.name}: schedule error: ${event.error}`)
+        break
+      case 'halted':
+        this.note(`${member.name}: rollout HALTED at version ${event.version} (fork proof)`)
+        break
+      default:
+    }
+  }
+
+  ops (_member: MemberHandle, ops: OpSample[]): void {
+    for (const op of ops) {
+      this.opLog.push(op)
+      this.totals[op.outcome]++
+      if (op.error != null) this.failures.set(op.error, (this.failures.get(op.error) ?? 0) + 1)
+    }
+  }
+
+  exited (member: MemberHandle, how: { code: number | null, signal: string | null, expected: boolean }): void {
+    const t = this.track(member.name, member.role)
+    t.alive = false
+    t.lifecycle.push({ at: Date.now(), what: 'exited', detail: how.signal ?? String(how.code) })
+    if (!how.expected) this.note(`${member.name} exited unexpectedly (${how.signal ?? how.code})`)
+  }
+
+  /** Takes a sample of the fleet now. */
+  sample (): FleetSample {
+    const s: FleetSample = { at: Date.now(), nodes: {}, clients: {}, upgrading: 0, halted: 0 }
+    for (const t of this.members.values()) {
+      if (t.status == null) continue
+      const bucket = t.role === 'node' ? s.nodes : s.clients
+      bucket[t.status.version] = (bucket[t.status.version] ?? 0) + 1
+      const phase = t.status.upgrading?.phase
+      if (t.role === 'node' && phase != null && ['quiescing', 'stopped', 'transforming', 'checking'].includes(phase)) s.upgrading++
+      if (t.status.halted || t.status.fleetPhase === 'halted') s.halted++
+    }
+    this.samples.push(s)
+    return s
+  }
+}
+
+/** The p-th percentile (0..100) of sorted numbers, nearest rank; NaN when empty. */
+export function percentile (sorted: readonly number[], p: number): number {
+  if (sorted.length === 0) return Number.NaN
+  const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil(p / 100 * sorted.length) - 1))
+  return sorted[rank] as number
+}
+
+/** Latencies (ms) of the successful ops that started in [from, to). */
+export function latencies (ops: readonly OpSample[], from: number, to: number): number[] {
+  return ops.filter(o => o.outcome === 'ok' && o.start >= from && o.start < to).map(o => o.end - o.start).sort((a, b) => a - b)
+}
+
+/** One bucket of the client time series. */
+export interface OpBucket {
+  /** bucket start, ms since the epoch */
+  at: number
+  ok: number
+  failed: number
+  refused: number
+  untyped: number
+  p50: number
+  p99: number
+}
+
+/** Buckets ops by start time, `width` ms each, from `from` to `to`. */
+export function bucketOps (ops: readonly OpSample[], from: number, to: number, width: number): OpBucket[] {
+  const n = Math.max(1, Math.ceil((to - from) / width))
+  const buckets = Array.from({ length: n }, (_, i) => ({ at: from + i * width, ok: 0, failed: 0, refused: 0, untyped: 0, lat: [] as number[] }))
+  for (const o of ops) {
+    const i = Math.floor((o.start - from) / width)
+    const b = buckets[i]
+    if (b == null) continue
+    b[o.outcome]++
+    if (o.outcome === 'ok') b.lat.push(o.end - o.start)
+  }
+  return buckets.map(b => {
+    const sorted = b.lat.sort((x, y) => x - y)
+    return { at: b.at, ok: b.ok, failed: b.failed, refused: b.refused, untyped: b.untyped, p50: percentile(sorted, 50), p99: percentile(sorted, 99) }
+  })
+}

@@ -1,0 +1,607 @@
+/**
+ * One testnet run, stage by stage: start the members, wait for the Chord ring to stabilise, run
+ * the client workload through a steady-state window, publish the next version signed by the
+ * testnet's release key through a random node (or, `--control`, restart the nodes one at a time
+ * instead), inject the faults, wait until every member runs the target, let the workload reach
+ * its op count, stop it, let the system quiesce, read every written key back, and summarise.
+ *
+ * @packageDocumentation
+ */
+import { mkdir, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { logger } from '@libp2p/logger'
+import { toString } from 'uint8arrays/to-string'
+import { encodeSignedManifest, genesisToJSON, openStore, type MoltStore, type SignedManifest } from '../src/index.ts'
+import { arcGroups, loadChord, ringState, versionLabel, type NodeInfo, type RingState } from './chord.ts'
+import { InterruptedError, MemberFailedError, MemberRequestError, StageTimeoutError } from './errors.ts'
+import { buildMemberEntry, LocalMember, ProcessMember, type MemberEntry, type MemberHandle } from './fleet.ts'
+import { Recorder } from './recorder.ts'
+import { genesisOf, prepare, upgradeManifest, type TestnetSetup } from './setup.ts'
+import { summarise, type Summary } from './summary.ts'
+import { checkWrites, keysOf, type WriteCheck } from './verify.ts'
+import { seeded, sleep } from './workload.ts'
+import { startView, type View } from './view.ts'
+import type { TestnetOptions } from './args.ts'
+import type { MemberConfig, ReadBack, WorkloadPlan, WorkloadRecord } from './ipc.ts'
+
+const log = logger('molt:testnet')
+
+/** Where a run writes. */
+export interface TestnetIO {
+  /** a result line (stdout) */
+  out(line: string): void
+  /** a progress line (stderr) */
+  err(line: string): void
+  /** raw text to the terminal, for the live view */
+  write(text: string): void
+  /** stdout is a terminal that takes ANSI redraws */
+  tty: boolean
+  columns: number
+  /** aborting it ends the run (members stopped, nothing reported) */
+  signal?: AbortSignal
+}
+
+/** Tuning that the flags do not expose. */
+export const TUNING = {
+  /** replica-group (arc) size for one-replica-at-a-time */
+  arc: 4,
+  /** own keys per client, shared keys */
+  keysPerClient: 48,
+  sharedKeys: 4,
+  lanes: 2,
+  ratePerLane: 40,
+  /** workload before the steady-state window */
+  warmupMs: 5000,
+  opDeadlineMs: 8000,
+  /** members started at once */
+  startBatch: 4,
+  startBatchInProcess: 10,
+  /** peers each member dials at start */
+  bootstrapPeers: 3,
+  statusMs: 1000,
+  sampleMs: 500,
+  /**
+   * Status records are published at once on every change; the period only paces re-announces
+   * and the pulls of counted peers outside the group (class-order's roster): short enough that
+   * clients see the last node's upgrade within seconds, long enough to cost little.
+   */
+  fleet: { announceMs: 4000, evalEveryMs: 500 },
+  retryMs: 500,
+  /** partition held for */
+  partitionMs: 10_000,
+  /** from the kill to the restart */
+  killDownMs: 2000,
+  /** workload tail after every member upgraded */
+  tailMs: 3000,
+  /** settle time after the workload stopped, before the read-back */
+  settleMs: 3000,
+  settleAfterPartitionMs: 10_000,
+  /** gap between two restarts of --control */
+  controlGapMs: 1000
+}
+
+/** What a run returns. */
+export interface TestnetResult {
+  summary: Summary
+  /** every acceptance check passed */
+  passed: boolean
+}
+
+/** Resolves when `check` is true; polls every `everyMs`; throws at the deadline or abort. */
+async function until (check: () => boolean | Promise<boolean>, what: string, timeoutMs: number, signal: AbortSignal, everyMs = 250): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (true) {
+    if (signal.aborted) throw new InterruptedError(`interrupted while waiting until ${what}`)
+    if (await check()) return
+    if (Date.now() > deadline) throw new StageTimeoutError(`timed out after ${(timeoutMs / 1000).toFixed(0)} s waiting until ${what}`)
+    await sleep(everyMs, signal).catch(() => {})
+  }
+}
+
+/** Fisher–Yates with a seeded source. */
+function shuffle<T> (items: readonly T[], random: () => number): T[] {
+  const out = [...items]
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1))
+    ;[out[i], out[j]] = [out[j] as T, out[i] as T]
+  }
+  return out
+}
+
+/** A run. */
+class Testnet {
+  readonly rec = new Recorder()
+  readonly members: MemberHandle[] = []
+  private view: View | undefined
+  private setup: TestnetSetup | undefined
+  private entry: MemberEntry | undefined
+  private shared: MoltStore | undefined
+  private readonly random: () => number
+  private sampler: ReturnType<typeof setInterval> | undefined
+  private ring: RingState | undefined
+  private readonly signal: AbortSignal
+  private head: SignedManifest | undefined
+
+  constructor (private readonly options: TestnetOptions, private readonly io: TestnetIO) {
+    this.random = seeded(options.seed)
+    const timeout = AbortSignal.timeout(options.timeoutMs)
+    this.signal = io.signal != null ? AbortSignal.any([io.signal, timeout]) : timeout
+  }
+
+  get nodes (): MemberHandle[] { return this.members.filter(m => m.role === 'node') }
+  get clients (): MemberHandle[] { return this.members.filter(m => m.role === 'client') }
+
+  private stage (text: string): void {
+    log(text)
+    this.view?.stage(text)
+  }
+
+  async run (): Promise<TestnetResult> {
+    const o = this.options
+    const target = o.control ? 0 : o.to - 1
+    this.rec.target = target
+    try {
+      this.view = startView(this.rec, {
+        nodes: o.nodes,
+        clients: o.clients,
+        schedule: o.control ? 'none (--control: restarts only)' : `${o.schedule}${Object.keys(o.params).length > 0 ? ' ' + JSON.stringify(o.params) : ''}`,
+        target,
+        mode: o.inProcess ? 'in-process, memory transport' : 'processes, loopback tcp'
+      }, {
+        tty: this.io.tty && !o.json,
+        columns: this.io.columns,
+        write: (t) => { this.io.write(t) },
+        line: (l) => { this.io.err(l) }
+      })
+      this.stage('building the Chord example')
+      const chord = await loadChord()
+      const setup = this.setup = await prepare(o.dataDir, chord)
+      this.head = await genesisOf(setup)
+      if (o.to === 3 && !setup.bundles.node.has(3)) {
+        throw new MemberRequestError('--to 3: the Chord example has no v3')
+      }
+      if (o.inProcess) {
+        this.shared = await openStore({ path: join(o.dataDir, 'shared') })
+      } else {
+        this.stage('compiling the member processes')
+        this.entry = await buildMemberEntry()
+      }
+      this.sampler = setInterval(() => { this.rec.sample() }, TUNING.sampleMs)
+      this.sampler.unref()
+
+      await this.startAll()
+      this.rec.marks.ready = Date.now()
+      await this.waitForRing('the ring is stable', 60_000 + 3000 * o.nodes)
+      this.rec.marks.ringStable = Date.now()
+      await this.assignGroups()
+
+      this.stage(`workload: ${o.clients} client(s) warming up`)
+      await this.startWorkload()
+      // the clients' member lists fill up first: not part of the steady state
+      await sleep(Math.min(TUNING.warmupMs, o.steadyMs), this.signal)
+      this.stage(`workload: steady state for ${(o.steadyMs / 1000).toFixed(0)} s`)
+      this.rec.marks.steadyStart = Date.now()
+      if (!o.control) await this.prepack()
+      await sleep(o.steadyMs, this.signal)
+
+      if (o.control) {
+        await this.controlRestarts()
+      } else {
+        for (let v = 1; v <= target; v++) {
+          await this.publish(v, v === 1)
+          await this.waitUpgraded(v)
+        }
+      }
+
+      this.stage('workload: running until its op count')
+      const tailUntil = Date.now() + TUNING.tailMs
+      await until(() => this.opCount() >= o.ops && Date.now() >= tailUntil, `the clients made ${o.ops} ops`, Math.max(120_000, o.ops * 20), this.signal, 500)
+      const records = await this.stopWorkload()
+
+      this.stage('quiescing')
+      await this.waitForRing('the ring is stable again', 60_000).catch((err: Error) => { this.rec.note(`quiesce: ${err.message}`) })
+      await sleep(o.faults.partition ? TUNING.settleAfterPartitionMs : TUNING.settleMs, this.signal)
+
+      this.stage('reading every written key back')
+      const check = await this.verify(records)
+      this.rec.marks.verified = Date.now()
+      this.rec.marks.end = Date.now()
+      const summary = summarise({ options: o, rec: this.rec, check, setup, records, target })
+      this.view.stop()
+      return { summary, passed: summary.checks.passed }
+    } catch (err) {
+      await this.dumpState(err as Error)
+      if (this.signal.aborted && this.io.signal?.aborted !== true) {
+        throw new StageTimeoutError(`the run took longer than --timeout ${o.timeoutMs / 1000} s`, { cause: err })
+      }
+      throw err
+    } finally {
+      this.view?.stop()
+      if (this.sampler != null) clearInterval(this.sampler)
+    }
+  }
+
+  /**
+   * After a failure: every member's last status and events go to `<data>/members.json`, and the
+   * members not at the target are listed on stderr.
+   */
+  private async dumpState (err: Error): Promise<void> {
+    const tracks = [...this.rec.members.values()]
+    const views = Object.fromEntries(await Promise.all(this.members.filter(m => m.alive).map(async m => [m.name, await m.request('view', {}, 5000).catch(() => null)] as const)))
+    await writeFile(join(this.options.dataDir, 'members.json'), JSON.stringify({ error: `${err.name}: ${err.message}`, marks: this.rec.marks, members: tracks.map(t => ({ ...t, manifestAt: [...t.manifestAt], reachedAt: [...t.reachedAt], view: views[t.name] ?? null })) }, null, 2)).catch(() => {})
+    this.view?.stop()
+    const behind = tracks.filter(t => (t.status?.version ?? -1) < this.rec.target)
+    if (behind.length > 0 && this.rec.marks.publish != null) {
+      this.io.err(`testnet: ${behind.length} member(s) not at ${versionLabel(this.rec.target)}:`)
+      for (const t of behind) {
+        const last = t.events.at(-1)
+        this.io.err(`  ${t.name} ${t.alive ? 'up' : 'down'} ${t.status != null ? versionLabel(t.status.version) : '--'} ${t.status?.upgrading != null ? `${t.status.upgrading.phase}@${t.status.upgrading.version}` : ''} record ${t.status?.fleetPhase ?? '?'}${last != null ? `, last event ${JSON.stringify(last)}` : ''}`)
+      }
+    }
+    this.io.err(`testnet: state dumped to ${join(this.options.dataDir, 'members.json')}`)
+  }
+
+  /** `--keep`: how to reach the running testnet; then waits for the signal. */
+  async keep (signal: AbortSignal): Promise<void> {
+    const setup = this.setup
+    if (setup == null) return
+    const first = this.nodes[0]
+    this.io.err('')
+    this.io.err('testnet: kept running; Ctrl-C stops it. Try:')
+    if (first?.config.dataDir != null) {
+      this.io.err(`  npx molt status --data ${first.config.dataDir}`)
+      this.io.err(`  npx molt publish --data ${first.config.dataDir} --bundle <dir> --class ${setup.nodeClass} --key ${setup.releaseKeyPath} --wait 3`)
+      this.io.err(`  npx molt pause --data ${first.config.dataDir} --key ${setup.releaseKeyPath}`)
+    } else {
+      this.io.err('  (in-process members have no admin sockets)')
+    }
+    for (const m of this.members) this.io.err(`  ${m.name} ${m.peerId ?? ''} ${m.config.dataDir ?? ''}`)
+    await new Promise<void>(resolve => {
+      if (signal.aborted) { resolve(); return }
+      signal.addEventListener('abort', () => { resolve() }, { once: true })
+    })
+  }
+
+  /** Stops every member and closes the shared store. */
+  async close (): Promise<void> {
+    await Promise.allSettled(this.members.map(async m => { await m.stop() }))
+    await this.shared?.close()
+  }
+
+  // --- members ----------------------------------------------------------------------------------
+
+  private config (name: string, role: 'node' | 'client', pack: string[]): MemberConfig {
+    const setup = this.setup as TestnetSetup
+    const dataDir = this.options.inProcess ? undefined : join(this.options.dataDir, name)
+    return {
+      name,
+      role,
+      class: role === 'node' ? setup.nodeClass : setup.clientClass,
+      genesis: genesisToJSON(setup.genesis),
+      ...(dataDir != null ? { dataDir } : { storeNamespace: name }),
+      listen: this.options.inProcess ? [`/memory/testnet-${process.pid}-${name}`] : ['/ip4/127.0.0.1/tcp/0'],
+      bootstrap: [],
+      pack,
+      admin: !this.options.inProcess,
+      statusMs: TUNING.statusMs,
+      fleet: TUNING.fleet,
+      retryMs: TUNING.retryMs,
+      peerStore: process.env.MOLT_TESTNET_PEERSTORE === 'store' ? 'store' : 'memory'
+    }
+  }
+
+  private handle (config: MemberConfig): MemberHandle {
+    const m = this.options.inProcess
+      ? new LocalMember(config, this.rec, this.shared as MoltStore)
+      : new ProcessMember(config, this.rec, this.entry as MemberEntry, join(this.options.dataDir, `${config.name}.log`))
+    this.rec.track(config.name, config.role)
+    this.members.push(m)
+    return m
+  }
+
+  /** Addresses of up to `n` random live members (nodes only by default). */
+  private bootstrapFor (n: number, among: MemberHandle[] = this.nodes): string[] {
+    const live = among.filter(m => m.alive && m.peerId != null && m.addresses.length > 0)
+    return shuffle(live, this.random).slice(0, n).flatMap(m => m.addresses.slice(0, 1).map(a => a.includes('/p2p/') ? a : `${a}/p2p/${m.peerId as string}`))
+  }
+
+  private async startOne (m: MemberHandle): Promise<void> {
+    m.config.bootstrap = this.bootstrapFor(TUNING.bootstrapPeers)
+    await m.start()
+    const t = this.rec.track(m.name, m.role)
+    t.alive = true
+    if (m.peerId != null) t.peerId = m.peerId
+    t.lifecycle.push({ at: Date.now(), what: 'started' })
+  }
+
+  private async startAll (): Promise<void> {
+    const o = this.options
+    const setup = this.setup as TestnetSetup
+    const width = String(o.nodes - 1).length
+    const names = Array.from({ length: o.nodes }, (_, i) => `n${String(i).padStart(Math.max(2, width), '0')}`)
+    const first = this.handle(this.config(names[0] as string, 'node', [
+      (setup.bundles.node.get(1) as { dir: string }).dir,
+      (setup.bundles.client.get(1) as { dir: string }).dir
+    ]))
+    for (const name of names.slice(1)) this.handle(this.config(name, 'node', []))
+    for (let i = 0; i < o.clients; i++) this.handle(this.config(`c${i}`, 'client', []))
+
+    this.stage(`starting ${o.nodes} nodes`)
+    await this.startOne(first)
+    const batch = o.inProcess ? TUNING.startBatchInProcess : TUNING.startBatch
+    const rest = this.nodes.slice(1)
+    for (let i = 0; i < rest.length; i += batch) {
+      this.signal.throwIfAborted()
+      await Promise.all(rest.slice(i, i + batch).map(async m => { await this.startOne(m) }))
+      this.stage(`started ${Math.min(i + batch, rest.length) + 1}/${o.nodes} nodes`)
+    }
+    this.stage(`starting ${o.clients} client(s)`)
+    await Promise.all(this.clients.map(async m => { await this.startOne(m) }))
+  }
+
+  // --- the ring ---------------------------------------------------------------------------------
+
+  private async infos (): Promise<NodeInfo[]> {
+    return await Promise.all(this.nodes.filter(m => m.alive).map(async m => ({
+      name: m.name,
+      peerId: m.peerId as string,
+      info: await m.request('info', {}, 5000).catch(() => undefined)
+    })))
+  }
+
+  /** Throws when a member exited without being told to. */
+  private failFast (): void {
+    const dead = this.members.find(m => !m.alive && !m.expectingExit && m.peerId != null)
+    if (dead != null) {
+      throw new MemberFailedError(`${dead.name} exited unexpectedly${dead.config.dataDir != null ? ` (see ${join(this.options.dataDir, `${dead.name}.log`)})` : ''}`)
+    }
+  }
+
+  private async waitForRing (what: string, timeoutMs: number): Promise<void> {
+    this.stage(`waiting until ${what}`)
+    let stableSince = 0
+    await until(async () => {
+      this.failFast()
+      const infos = await this.infos()
+      const ring = ringState(infos)
+      // the last answers, for diagnosis
+      await writeFile(join(this.options.dataDir, 'ring.json'), JSON.stringify({ at: new Date().toISOString(), ring, infos }, null, 2)).catch(() => {})
+      if (!ring.stable || infos.length < this.nodes.length) {
+        stableSince = 0
+        this.view?.detail(ring.reason ?? `${infos.length} of ${this.nodes.length} nodes answer`)
+        return false
+      }
+      this.ring = ring
+      if (stableSince === 0) stableSince = Date.now()
+      // stable twice in a row, a second apart
+      return Date.now() - stableSince >= 1000
+    }, what, timeoutMs, this.signal, 500)
+  }
+
+  /** Replica groups for the schedules: arcs of consecutive ring nodes. */
+  private async assignGroups (): Promise<void> {
+    const order = this.ring?.order ?? []
+    const groups = arcGroups(order, TUNING.arc)
+    const byName = new Map(this.members.map(m => [m.name, m]))
+    await Promise.all(groups.flatMap((group, g) => group.map(async name => {
+      const m = byName.get(name)
+      if (m == null) return
+      const replicas = group.filter(n => n !== name).map(n => byName.get(n)?.peerId).filter((p): p is string => p != null)
+      await m.request('counted', { group: `arc-${g}`, replicas })
+    })))
+  }
+
+  // --- the workload -----------------------------------------------------------------------------
+
+  private opCount (): number {
+    const t = this.rec.totals
+    return t.ok + t.failed + t.refused + t.untyped
+  }
+
+  private plan (index: number, client: MemberHandle): WorkloadPlan {
+    return {
+      keys: Array.from({ length: TUNING.keysPerClient }, (_, i) => `${client.name}/k${i}`),
+      shared: Array.from({ length: TUNING.sharedKeys }, (_, i) => `shared/s${i}`),
+      lanes: TUNING.lanes,
+      ratePerLane: TUNING.ratePerLane,
+      deadlineMs: TUNING.opDeadlineMs,
+      deleteFromVersion: 1,
+      seed: this.options.seed + index + 1
+    }
+  }
+
+  private async startWorkload (): Promise<void> {
+    await Promise.all(this.clients.map(async (c, i) => { await c.request('workload-start', { plan: this.plan(i, c) }) }))
+  }
+
+  private async stopWorkload (): Promise<WorkloadRecord[]> {
+    this.stage('stopping the workload')
+    const records = await Promise.all(this.clients.map(async c => await c.request('workload-stop', {}, 60_000)))
+    this.rec.marks.workloadStop = Date.now()
+    return records
+  }
+
+  private async verify (records: WorkloadRecord[]): Promise<WriteCheck> {
+    const reads: ReadBack[] = []
+    const shared = new Set(keysOf(records).filter(k => k.startsWith('shared/')))
+    await Promise.all(this.clients.map(async c => {
+      const own = records.find(r => r.client === c.name)
+      const keys = [...new Set([...(own?.writes.map(w => w.key) ?? []).filter(k => !shared.has(k)), ...shared])]
+      reads.push(...await c.request('verify', { keys, deadlineMs: 15_000 }, 600_000))
+    }))
+    return checkWrites(records, reads)
+  }
+
+  // --- the rollout ------------------------------------------------------------------------------
+
+  /** the node the upgrades are published through, chosen at random */
+  private publisher: MemberHandle | undefined
+
+  /**
+   * The publisher packs (stores, serves and announces in the DHT) the new bundles when the
+   * steady-state window begins, as an upgrader packs a release on a long-running node before
+   * publishing it (`molt publish --data` packs first too): the providers are findable when the
+   * manifest arrives. Its cost falls in the steady-state window.
+   */
+  private async prepack (): Promise<void> {
+    const setup = this.setup as TestnetSetup
+    const live = this.nodes.filter(n => n.alive)
+    const through = this.publisher = live[Math.floor(this.random() * live.length)] as MemberHandle
+    const dirs = [...setup.bundles.node.entries(), ...setup.bundles.client.entries()].filter(([v]) => v >= 2 && v <= this.options.to).map(([, b]) => b.dir)
+    this.rec.note(`${through.name} packs the new bundles`)
+    await through.request('pack', { dirs }, 120_000)
+  }
+
+  private async publish (version: number, withFaults: boolean): Promise<void> {
+    const setup = this.setup as TestnetSetup
+    const o = this.options
+    const roster = this.nodes.map(n => n.peerId).filter((p): p is string => p != null)
+    const { manifest, pack } = await upgradeManifest(setup, this.head as SignedManifest, version, { schedule: o.schedule, params: o.params, roster })
+    this.head = manifest
+    const live = this.nodes.filter(n => n.alive)
+    const through = this.publisher?.alive === true ? this.publisher : live[Math.floor(this.random() * live.length)] as MemberHandle
+    this.rec.target = version
+    this.stage(`publishing ${versionLabel(version)} (system version ${version}) through ${through.name}`)
+    const at = Date.now()
+    if (version === 1) this.rec.marks.publish = at
+    const r = await through.request('publish', { manifest: toString(encodeSignedManifest(manifest), 'base64'), pack }, 120_000)
+    this.rec.marks.publishes.push({ version, at, through: through.name, cid: r.cid })
+    if (r.verdict !== 'accepted') this.rec.note(`publish through ${through.name}: verdict ${r.verdict}`)
+    this.stage(`rolling out ${versionLabel(version)}: published through ${through.name}`)
+    if (withFaults) {
+      const faults: Array<Promise<void>> = []
+      if (o.faults.kill > 0) faults.push(this.killSome(o.faults.kill, through))
+      if (o.faults.partition) faults.push(this.partition())
+      // faults run alongside the rollout; their failures end the run
+      this.faults = Promise.all(faults).then(() => {})
+    }
+  }
+
+  private faults: Promise<void> = Promise.resolve()
+
+  private async waitUpgraded (version: number): Promise<void> {
+    const all = (): boolean => this.members.every(m => m.status != null && m.status.version >= version)
+    const nodes = (): boolean => this.nodes.every(m => m.status != null && m.status.version >= version)
+    let explained = false
+    await until(() => {
+      this.failFast()
+      if (version === this.rec.target && this.rec.marks.propagated == null && this.members.every(m => (m.status?.head ?? 0) >= version)) {
+        this.rec.marks.propagated = Date.now()
+      }
+      if (this.rec.marks.nodesUpgraded == null && nodes()) this.rec.marks.nodesUpgraded = Date.now()
+      if (!explained && this.rec.marks.nodesUpgraded != null && Date.now() - this.rec.marks.nodesUpgraded > 20_000) {
+        explained = true
+        void this.explainLaggards(version)
+      }
+      return all()
+    }, `every member runs ${versionLabel(version)}`, Math.max(300_000, this.options.nodes * 6000), this.signal)
+    await this.faults
+    // faults may have restarted members: they must run the version too
+    await until(all, `every member runs ${versionLabel(version)} after the faults`, 120_000, this.signal)
+    this.rec.marks.allUpgraded = Date.now()
+    this.stage(`every member runs ${versionLabel(version)}`)
+  }
+
+  /** Notes what the fleet view of each member still behind holds of the chord nodes. */
+  private async explainLaggards (version: number): Promise<void> {
+    const ids = new Map(this.nodes.map(n => [n.peerId, n.name]))
+    for (const m of this.members.filter(x => x.alive && (x.status?.version ?? 0) < version)) {
+      const view = await m.request('view', {}, 5000).catch(() => undefined)
+      if (view == null) continue
+      const nodes = view.filter(e => ids.has(e.peer))
+      const behind = nodes.filter(e => e.version < version || e.phase === 'upgrading').map(e => `${ids.get(e.peer) ?? '?'} ${versionLabel(e.version)} ${e.phase} ${(e.heardMsAgo / 1000).toFixed(0)} s ago`)
+      const missing = [...ids.entries()].filter(([p]) => !nodes.some(e => e.peer === p)).map(([, n]) => n)
+      this.rec.note(`${m.name} still waits (${m.status?.fleetPhase ?? '?'}); its view holds ${nodes.length} node(s)${behind.length > 0 ? `, behind: ${behind.join(', ')}` : ''}${missing.length > 0 ? `, missing: ${missing.join(' ')}` : ''}`)
+    }
+  }
+
+  /** SIGKILLs `k` nodes mid-rollout and restarts them from their data directories. */
+  private async killSome (k: number, publisher: MemberHandle): Promise<void> {
+    const target = this.rec.target
+    // mid-rollout: once some node is upgrading or upgraded, or 3 s after the publish
+    const since = Date.now()
+    await until(() => Date.now() - since > 3000 || this.nodes.some(n => n.status?.upgrading != null && ['quiescing', 'stopped', 'transforming', 'checking'].includes(n.status.upgrading.phase)) ||
+      this.nodes.some(n => (n.status?.version ?? 0) >= target), 'the rollout is under way', 60_000, this.signal, 100)
+    const candidates = this.nodes.filter(n => n !== publisher && n.alive)
+    const waiting = candidates.filter(n => (n.status?.version ?? 0) < target)
+    const victims = shuffle(waiting.length >= k ? waiting : candidates, this.random).slice(0, k)
+    const at = Date.now()
+    for (const v of victims) {
+      v.kill()
+      this.rec.track(v.name, v.role).lifecycle.push({ at, what: 'killed' })
+      this.rec.marks.kills.push({ name: v.name, at })
+    }
+    this.rec.note(`SIGKILLed ${victims.map(v => v.name).join(', ')}`)
+    await sleep(TUNING.killDownMs, this.signal)
+    await Promise.all(victims.map(async v => {
+      await this.startOne(v)
+      const mark = this.rec.marks.kills.find(x => x.name === v.name && x.restartedAt == null)
+      if (mark != null) mark.restartedAt = Date.now()
+      this.rec.track(v.name, v.role).lifecycle.push({ at: Date.now(), what: 'restarted' })
+    }))
+    this.rec.note(`restarted ${victims.map(v => v.name).join(', ')} from their data dirs`)
+  }
+
+  /** Cuts the ring in two (two arcs; clients alternate sides), holds it, heals it. */
+  private async partition (): Promise<void> {
+    await sleep(1000, this.signal)
+    const order = this.ring?.order ?? this.nodes.map(n => n.name)
+    const half = Math.ceil(order.length / 2)
+    const a = new Set(order.slice(0, half))
+    this.clients.forEach((c, i) => { if (i % 2 === 0) a.add(c.name) })
+    const sideA = this.members.filter(m => a.has(m.name))
+    const sideB = this.members.filter(m => !a.has(m.name))
+    this.rec.marks.sides = { a: sideA.map(m => m.name), b: sideB.map(m => m.name) }
+    const ids = (ms: MemberHandle[]): string[] => ms.map(m => m.peerId).filter((p): p is string => p != null)
+    this.rec.marks.partition = Date.now()
+    await Promise.all([
+      ...sideA.filter(m => m.alive).map(async m => { await m.request('partition', { deny: ids(sideB) }) }),
+      ...sideB.filter(m => m.alive).map(async m => { await m.request('partition', { deny: ids(sideA) }) })
+    ])
+    this.rec.note(`partitioned: ${sideA.map(m => m.name).join(' ')} | ${sideB.map(m => m.name).join(' ')}`)
+    await sleep(TUNING.partitionMs, this.signal)
+    this.rec.marks.heal = Date.now()
+    await Promise.all(this.members.filter(m => m.alive).map(async m => {
+      const other = a.has(m.name) ? sideB : sideA
+      await m.request('heal', { dial: this.bootstrapFor(2, other.filter(x => x.role === 'node')) })
+    }))
+    this.rec.note('healed the partition')
+  }
+
+  /** `--control`: each node stopped and restarted from its data directory, one at a time. */
+  private async controlRestarts (): Promise<void> {
+    this.rec.marks.publish = Date.now()
+    let i = 0
+    for (const m of this.nodes) {
+      i++
+      this.stage(`control: restarting ${m.name} (${i}/${this.nodes.length})`)
+      const at = Date.now()
+      this.rec.track(m.name, m.role).lifecycle.push({ at, what: 'stopped' })
+      await m.stop()
+      await this.startOne(m)
+      this.rec.marks.restarts.push({ name: m.name, at, readyAt: Date.now() })
+      this.rec.track(m.name, m.role).lifecycle.push({ at: Date.now(), what: 'restarted' })
+      await sleep(TUNING.controlGapMs, this.signal)
+    }
+    this.rec.marks.propagated = undefined
+    this.rec.marks.nodesUpgraded = Date.now()
+    this.rec.marks.allUpgraded = Date.now()
+  }
+}
+
+/**
+ * Runs the testnet. With `keep`, leaves it running after the run until `keepSignal` aborts.
+ * Every member is stopped before it returns.
+ */
+export async function runTestnet (options: TestnetOptions, io: TestnetIO, onResult?: (result: TestnetResult) => Promise<void>): Promise<TestnetResult> {
+  await mkdir(options.dataDir, { recursive: true })
+  const testnet = new Testnet(options, io)
+  try {
+    const result = await testnet.run()
+    await onResult?.(result)
+    if (options.keep && io.signal != null) await testnet.keep(io.signal)
+    return result
+  } finally {
+    await testnet.close()
+  }
+}
