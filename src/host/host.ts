@@ -202,9 +202,11 @@ export interface HostInit {
    */
   heartbeatMs?: number
   /**
-   * Deadline for a version's modules to import and its objects to be created.
+   * Deadline for a version's modules to import and its objects to be created. Generous: a
+   * worker thread starting on a small or crowded machine takes seconds before the app's own
+   * code runs, and a version that misses it is rolled back.
    *
-   * @default 10000
+   * @default 30000
    */
   startTimeoutMs?: number
   /**
@@ -737,7 +739,7 @@ class DefaultAppHost implements AppHost {
     this.callTimeoutMs = positive(init.callTimeoutMs, 10_000, 'callTimeoutMs')
     this.watchdogMs = positive(init.watchdogMs, 5_000, 'watchdogMs')
     this.heartbeatMs = positive(init.heartbeatMs, 1_000, 'heartbeatMs')
-    this.startTimeoutMs = positive(init.startTimeoutMs, 10_000, 'startTimeoutMs')
+    this.startTimeoutMs = positive(init.startTimeoutMs, 30_000, 'startTimeoutMs')
     this.memoryMb = positive(init.memoryMb, 128, 'memoryMb')
     this.maxRestarts = Math.floor(positive(init.maxRestarts ?? 3, 3, 'maxRestarts'))
     this.quiesceMs = positive(init.quiesceMs, 5_000, 'quiesceMs')
