@@ -79,9 +79,10 @@ export interface BundleScheduleInit {
   loadTimeoutMs?: number
   /**
    * How long past `timeoutMs` an evaluation may take to be answered before the worker is ended
-   * (the watchdog inside it normally answers at `timeoutMs`).
+   * (the watchdog inside it normally answers at `timeoutMs`; a crowded machine can delay the
+   * answer by seconds, and ending the worker then would only cost a restart).
    *
-   * @default 2000
+   * @default 10000
    */
   graceMs?: number
   /**
@@ -153,7 +154,7 @@ class WorkerSchedule implements BundleSchedule {
 
   constructor (private readonly init: BundleScheduleInit) {
     this.timeoutMs = init.timeoutMs ?? 50
-    this.graceMs = init.graceMs ?? 2000
+    this.graceMs = init.graceMs ?? 10_000
     this.loadTimeoutMs = init.loadTimeoutMs ?? 30_000
     this.restartMs = init.restartMs ?? 5000
   }
