@@ -13,7 +13,9 @@
  *   by the periodic re-announce); servers, contacts and roster peers are pulled once per announce
  *   period. Periodic re-announces are accounted for in the traffic figure, not simulated one by one.
  * - Silent (crashed) peers drop out of views after `expiryMs`.
- * - Node i learns of the upgrade a gossip delay times the number of hops after the injection.
+ * - Node i learns of the upgrade a gossip delay times the number of hops after the injection,
+ *   announces `waiting`, and its SF is first asked after a preparation time (`prepareMs`: a real
+ *   node fetches the bundle and installs the future-SO first).
  * - A node whose SF says go is down for an upgrade duration, then runs the new version (or fails,
  *   for the nodes listed in `failUpgrade`).
  *
@@ -29,11 +31,23 @@ import { mulberry32, seededRandom } from './random.ts'
 import { NO_CONTROL, PHASES, type ControlState, type FleetView, type PeerStatus, type Phase, type ScheduleFunction, type ScheduleParams, type SelfView } from './types.ts'
 import { MAX_STATUS_BYTES } from './record.ts'
 
-/** A closed interval of milliseconds. */
+/** A closed interval of milliseconds, drawn from uniformly. */
 export interface MsRange {
   min: number
   max: number
 }
+
+/**
+ * Durations measured on a real fleet (ms), drawn from at random: the simulator is given the
+ * network's and the hosts' figures as they are, long tail included (a uniform range with the same
+ * mean would make every delivery middling).
+ */
+export interface MsSamples {
+  samples: readonly number[]
+}
+
+/** A duration of the model: uniform over a range, or one of measured samples. */
+export type MsDistribution = MsRange | MsSamples
 
 /** An operator action at a simulated time. */
 export interface ScenarioControl {
@@ -81,7 +95,7 @@ export interface Scenario {
    *
    * @default { min: 20, max: 400 }
    */
-  gossipDelayMs?: MsRange
+  gossipDelayMs?: MsDistribution
   /**
    * Probability that one delivery of a record is lost (recovered by a later re-announce).
    *
@@ -93,7 +107,15 @@ export interface Scenario {
   /** @default 3 × announceMs */
   expiryMs?: number
   /** @default { min: 20 000, max: 60 000 } */
-  upgradeMs?: MsRange
+  upgradeMs?: MsDistribution
+  /**
+   * Time from learning of the upgrade until the node's SF is first asked. A real node first
+   * fetches the version's bundle and installs its future-SO (its manager's `accepted` →
+   * `waiting`), announcing `waiting` meanwhile; its SF's `since` is when it is first asked.
+   *
+   * @default { min: 0, max: 0 }
+   */
+  prepareMs?: MsDistribution
   /**
    * Crashes per node per hour (a Poisson process per node).
    *
@@ -101,7 +123,7 @@ export interface Scenario {
    */
   crashesPerNodeHour?: number
   /** @default { min: 10 000, max: 120 000 } */
-  restartMs?: MsRange
+  restartMs?: MsDistribution
   /**
    * Nodes (indices) whose new version fails its health check after the upgrade.
    *
@@ -303,12 +325,29 @@ interface SimRecord {
   deferSeq: number
 }
 
-function range (r: MsRange | undefined, fallback: MsRange, what: string): MsRange {
+/** A validated {@link MsDistribution}: its bounds, and the samples when it is measured. */
+interface Distribution {
+  min: number
+  max: number
+  samples?: readonly number[]
+}
+
+function range (r: MsDistribution | undefined, fallback: MsRange, what: string): Distribution {
   const v = r ?? fallback
+  if ('samples' in v) {
+    const samples = v.samples
+    if (!Array.isArray(samples) || samples.length === 0 || !samples.every(x => typeof x === 'number' && Number.isFinite(x) && x >= 0)) {
+      throw new InvalidScenarioError(`${what}: expected samples ≥ 0, at least one`)
+    }
+    let min = Infinity
+    let max = 0
+    for (const x of samples) { min = Math.min(min, x); max = Math.max(max, x) }
+    return { min, max, samples: [...samples] }
+  }
   if (!Number.isFinite(v.min) || !Number.isFinite(v.max) || v.min < 0 || v.max < v.min) {
     throw new InvalidScenarioError(`${what}: expected 0 ≤ min ≤ max`)
   }
-  return v
+  return { min: v.min, max: v.max }
 }
 
 function positiveInt (v: number | undefined, fallback: number, what: string, min = 1): number {
@@ -345,6 +384,7 @@ export function simulate (scenario: Scenario): SimulationResult {
   if (!(announce > 0)) throw new InvalidScenarioError('announceMs: > 0')
   const expiry = scenario.expiryMs ?? 3 * announce
   const upgradeMs = range(scenario.upgradeMs, { min: 20_000, max: 60_000 }, 'upgradeMs')
+  const prepareMs = range(scenario.prepareMs, { min: 0, max: 0 }, 'prepareMs')
   const restartMs = range(scenario.restartMs, { min: 10_000, max: 120_000 }, 'restartMs')
   const crashRate = (scenario.crashesPerNodeHour ?? 0.01) / 3_600_000
   if (!(crashRate >= 0)) throw new InvalidScenarioError('crashesPerNodeHour: ≥ 0')
@@ -367,7 +407,10 @@ export function simulate (scenario: Scenario): SimulationResult {
   }
 
   const rnd = mulberry32(seed ^ 0x5bd1e995)
-  const uniform = (r: MsRange): number => r.min + (r.max - r.min) * rnd()
+  /** one draw: uniform over a range, or one of the samples (one number of the stream either way) */
+  const uniform = (r: Distribution): number => r.samples != null
+    ? r.samples[Math.min(r.samples.length - 1, Math.floor(rnd() * r.samples.length))]!
+    : r.min + (r.max - r.min) * rnd()
   const target = 1
 
   // --- nodes ------------------------------------------------------------------------------------
@@ -625,6 +668,8 @@ export function simulate (scenario: Scenario): SimulationResult {
   const evaluate = (i: number): void => {
     const p = phase[i]!
     if (alive[i] === 0 || !(p === P_WAITING || p === P_INTENT || p === P_HALTED) || version[i]! >= target) return
+    // still fetching the bundle and installing the future-SO: the SF is not asked yet
+    if (now < since[i]!) { scheduleEval(i, since[i]!); return }
     evaluations++
     const self: SelfView = {
       peer: names[i]!,
@@ -676,7 +721,15 @@ export function simulate (scenario: Scenario): SimulationResult {
   }
   for (let e = 0; e < E; e++) { recvSeq[e] = 1; heardAt[e] = 0 }
   for (let i = 0; i < N; i++) {
-    q.push(delay.min + (delay.max * hops - delay.min) * rnd(), LEARN, i, 0)
+    // between one fast hop and `hops` slow ones; with measured delays, 1 … hops hops of them
+    let learn: number
+    if (delay.samples == null) {
+      learn = delay.min + (delay.max * hops - delay.min) * rnd()
+    } else {
+      learn = 0
+      for (let h = 1 + Math.floor(rnd() * hops); h > 0; h--) learn += delayOnce()
+    }
+    q.push(learn, LEARN, i, 0)
     if (crashRate > 0) {
       const t = -Math.log(1 - rnd()) / crashRate
       if (t < maxTime) q.push(t, CRASH, i, 0)
@@ -706,10 +759,12 @@ export function simulate (scenario: Scenario): SimulationResult {
     switch (q.k) {
       case LEARN:
         if (alive[x] === 0) { q.push(now + announce, LEARN, x, 0); break }
-        since[x] = now
+        // the SF is first asked once the node has prepared (no draw when there is nothing to
+        // prepare, so scenarios without it keep their random streams)
+        since[x] = now + (prepareMs.max > 0 ? uniform(prepareMs) : 0)
         setPhase(x, P_WAITING)
         publish(x)
-        scheduleEval(x, now)
+        scheduleEval(x, since[x]!)
         break
       case EVAL:
         if (scheduledEval[x] !== now) break
