@@ -47,6 +47,8 @@ export interface MemberConfig {
    * datastore and hands it to `createMoltNode`.
    */
   peerStore: 'store' | 'memory'
+  /** what its fleet view counts, once the launcher assigned it (kept across restarts) */
+  counted?: { group?: string, replicas?: string[], roster?: string[] }
 }
 
 /** A member's status, pushed every `statusMs` and after every lifecycle event. */
@@ -168,8 +170,12 @@ export interface RequestMap {
   dial: { request: { addresses: string[] }, response: { dialled: number } }
   /** what this member's fleet view holds (diagnosis) */
   view: { request: Record<string, never>, response: Array<{ peer: string, class: string, version: number, target: number, phase: string, source: string, heardMsAgo: number, called: boolean }> }
-  /** the replica group the fleet view counts (one-replica-at-a-time) */
-  counted: { request: { group: string, replicas: string[] }, response: { ok: true } }
+  /**
+   * The peers this member's fleet view counts: its replica group (one-replica-at-a-time) and the
+   * upgrader's roster (class-order's `roster` parameter names peers whose records the view
+   * must hold: only counted peers' records are kept and pulled)
+   */
+  counted: { request: { group?: string, replicas?: string[], roster?: string[] }, response: { ok: true } }
   /** starts the client workload */
   'workload-start': { request: { plan: WorkloadPlan }, response: { ok: true } }
   /** stops it after the ops in flight; returns what it recorded */

@@ -100,9 +100,15 @@ export async function startMember (config: MemberConfig, channel: MemberChannel,
     ...(libp2p != null ? { libp2p } : { profile: 'local' as const, listen: config.listen, connectionGater: gater.gater }),
     bootstrap: config.bootstrap,
     pack: config.pack,
+    // a node fetches (then serves) only the bundles of the class it runs, through its manager:
+    // half the bundle discovery traffic, when every node would otherwise fetch the client's too;
+    // the publisher packs and serves every bundle
+    fetchBundles: false,
     app: {
       class: config.class,
-      manager: { retryMs: config.retryMs },
+      // generous deadlines: a testnet of 19 processes on two cores is slow at times, and a
+      // version that missed a deadline here is marked bad and never retried
+      manager: { retryMs: config.retryMs, transformMs: 120_000, checkMs: 120_000, quiesceMs: 20_000 },
       // sixteen processes starting at once on two cores: a worker may take a while to come up
       host: { startTimeoutMs: 60_000 },
       fleet: { announceMs: config.fleet.announceMs, evalEveryMs: config.fleet.evalEveryMs }
@@ -115,6 +121,13 @@ export async function startMember (config: MemberConfig, channel: MemberChannel,
     } catch (err) {
       log.error('%s: no admin socket - %e', config.name, err)
     }
+  }
+
+  const app0 = node.app
+  if (app0 != null && config.counted != null) {
+    const { group, replicas, roster } = config.counted
+    app0.fleet.setCounted({ ...(replicas != null ? { replicas } : {}), ...(roster != null ? { roster } : {}) })
+    if (group != null) await app0.fleet.update({ tags: { ...app0.fleet.own().tags, group } })
   }
 
   // --- what the launcher hears ----------------------------------------------------------------
@@ -189,9 +202,9 @@ export async function startMember (config: MemberConfig, channel: MemberChannel,
     },
     dial: async ({ addresses }) => ({ dialled: await dialAll(node, addresses) }),
     view: async () => app.fleet.entries().map(e => ({ peer: e.peer, class: e.class, version: e.version, target: e.target, phase: e.phase, source: e.source, heardMsAgo: Date.now() - e.heardAt, called: e.called })),
-    counted: async ({ group, replicas }) => {
-      app.fleet.setCounted({ replicas })
-      await app.fleet.update({ tags: { ...app.fleet.own().tags, group } })
+    counted: async ({ group, replicas, roster }) => {
+      app.fleet.setCounted({ ...(replicas != null ? { replicas } : {}), ...(roster != null ? { roster } : {}) })
+      if (group != null) await app.fleet.update({ tags: { ...app.fleet.own().tags, group } })
       return { ok: true }
     },
     'workload-start': async ({ plan }) => {

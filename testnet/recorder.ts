@@ -81,6 +81,8 @@ export class Recorder implements FleetListener {
   readonly totals = { ok: 0, failed: 0, refused: 0, untyped: 0 }
   /** failure names seen, with counts */
   readonly failures = new Map<string, number>()
+  /** names of the failures of no typed kind, with counts */
+  readonly untypedFailures = new Map<string, number>()
   /** a line for the view when something notable happens */
   readonly notes: Array<{ at: number, text: string }> = []
 
@@ -137,6 +139,7 @@ export class Recorder implements FleetListener {
       this.opLog.push(op)
       this.totals[op.outcome]++
       if (op.error != null) this.failures.set(op.error, (this.failures.get(op.error) ?? 0) + 1)
+      if (op.outcome === 'untyped') this.untypedFailures.set(op.error ?? 'Error', (this.untypedFailures.get(op.error ?? 'Error') ?? 0) + 1)
     }
   }
 

@@ -158,7 +158,7 @@ export function timelineRows (s: Summary): TimelineRow[] {
         }
       } else if (what === 'accepted' || what === 'fetched' || what === 'future-installed' || what === 'waiting') move(e.at, 'waiting')
       else if (what === 'quiescing' || what === 'stopped' || what === 'transforming' || what === 'checking') move(e.at, 'upgrading')
-      else if (what === 'admitted' || what === 'completed') move(e.at, Number(version) >= s.run.targetSystemVersion ? 'upgraded' : 'running')
+      else if (what === 'admitted' || what === 'completed' || what === 'advanced') move(e.at, Number(version) >= s.run.targetSystemVersion ? 'upgraded' : 'running')
       else if (what === 'rolled-back') move(e.at, 'rolled back')
     }
     segments.push({ from: since, to: end, state })

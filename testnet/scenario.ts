@@ -52,12 +52,14 @@ export const TUNING = {
   ratePerLane: 40,
   /** workload before the steady-state window */
   warmupMs: 5000,
-  opDeadlineMs: 8000,
+  opDeadlineMs: 10_000,
   /** members started at once */
   startBatch: 4,
-  startBatchInProcess: 10,
+  startBatchInProcess: 5,
   /** peers each member dials at start */
   bootstrapPeers: 3,
+  /** nodes each member connects to once all are up */
+  meshPeers: 20,
   statusMs: 1000,
   sampleMs: 500,
   /**
@@ -65,7 +67,7 @@ export const TUNING = {
    * and the pulls of counted peers outside the group (class-order's roster): short enough that
    * clients see the last node's upgrade within seconds, long enough to cost little.
    */
-  fleet: { announceMs: 4000, evalEveryMs: 500 },
+  fleet: { announceMs: 6000, evalEveryMs: 500 },
   retryMs: 500,
   /** partition held for */
   partitionMs: 10_000,
@@ -160,11 +162,10 @@ class Testnet {
       if (o.to === 3 && !setup.bundles.node.has(3)) {
         throw new MemberRequestError('--to 3: the Chord example has no v3')
       }
+      this.stage('compiling the members')
+      this.entry = await buildMemberEntry()
       if (o.inProcess) {
         this.shared = await openStore({ path: join(o.dataDir, 'shared') })
-      } else {
-        this.stage('compiling the member processes')
-        this.entry = await buildMemberEntry()
       }
       this.sampler = setInterval(() => { this.rec.sample() }, TUNING.sampleMs)
       this.sampler.unref()
@@ -292,7 +293,7 @@ class Testnet {
 
   private handle (config: MemberConfig): MemberHandle {
     const m = this.options.inProcess
-      ? new LocalMember(config, this.rec, this.shared as MoltStore)
+      ? new LocalMember(config, this.rec, this.shared as MoltStore, this.entry)
       : new ProcessMember(config, this.rec, this.entry as MemberEntry, join(this.options.dataDir, `${config.name}.log`))
     this.rec.track(config.name, config.role)
     this.members.push(m)
@@ -337,6 +338,23 @@ class Testnet {
     }
     this.stage(`starting ${o.clients} client(s)`)
     await Promise.all(this.clients.map(async m => { await this.startOne(m) }))
+    await this.mesh()
+  }
+
+  /**
+   * Connects each member to up to `TUNING.meshPeers` random nodes (every node of a 16-node
+   * testnet). On a testnet this small, every DHT query (the bundles' providers) reaches every
+   * node: without this, the first one — at the publish — opens a burst of connections (noise
+   * handshakes, identify, peer-book updates) that would be counted as rollout cost.
+   */
+  private async mesh (): Promise<void> {
+    this.stage('connecting the members')
+    const nodes = this.nodes
+    await Promise.all(this.members.map(async m => {
+      const others = nodes.filter(n => n !== m)
+      const addresses = this.bootstrapFor(TUNING.meshPeers, others)
+      await m.request('dial', { addresses }, 60_000).catch(() => {})
+    }))
   }
 
   // --- the ring ---------------------------------------------------------------------------------
@@ -351,7 +369,7 @@ class Testnet {
 
   /** Throws when a member exited without being told to. */
   private failFast (): void {
-    const dead = this.members.find(m => !m.alive && !m.expectingExit && m.peerId != null)
+    const dead = this.members.find(m => !m.alive && !m.expectingExit && !m.starting && m.peerId != null)
     if (dead != null) {
       throw new MemberFailedError(`${dead.name} exited unexpectedly${dead.config.dataDir != null ? ` (see ${join(this.options.dataDir, `${dead.name}.log`)})` : ''}`)
     }
@@ -378,17 +396,28 @@ class Testnet {
     }, what, timeoutMs, this.signal, 500)
   }
 
-  /** Replica groups for the schedules: arcs of consecutive ring nodes. */
+  /**
+   * What the members' fleet views count: each node its replica group, an arc of consecutive
+   * ring nodes; each client every node (the roster of its class-order schedule).
+   */
   private async assignGroups (): Promise<void> {
     const order = this.ring?.order ?? []
     const groups = arcGroups(order, TUNING.arc)
     const byName = new Map(this.members.map(m => [m.name, m]))
-    await Promise.all(groups.flatMap((group, g) => group.map(async name => {
-      const m = byName.get(name)
-      if (m == null) return
-      const replicas = group.filter(n => n !== name).map(n => byName.get(n)?.peerId).filter((p): p is string => p != null)
-      await m.request('counted', { group: `arc-${g}`, replicas })
-    })))
+    const roster = this.nodes.map(n => n.peerId).filter((p): p is string => p != null)
+    await Promise.all([
+      ...groups.flatMap((group, g) => group.map(async name => {
+        const m = byName.get(name)
+        if (m == null) return
+        const replicas = group.filter(n => n !== name).map(n => byName.get(n)?.peerId).filter((p): p is string => p != null)
+        m.config.counted = { group: `arc-${g}`, replicas }
+        await m.request('counted', m.config.counted)
+      })),
+      ...this.clients.map(async c => {
+        c.config.counted = { roster }
+        await c.request('counted', c.config.counted)
+      })
+    ])
   }
 
   // --- the workload -----------------------------------------------------------------------------
@@ -472,12 +501,14 @@ class Testnet {
       const faults: Array<Promise<void>> = []
       if (o.faults.kill > 0) faults.push(this.killSome(o.faults.kill, through))
       if (o.faults.partition) faults.push(this.partition())
-      // faults run alongside the rollout; their failures end the run
-      this.faults = Promise.all(faults).then(() => {})
+      // faults run alongside the rollout; a failure of theirs ends the run when the rollout is
+      // waited for (never an unhandled rejection, whatever stage the run is in)
+      this.faults = Promise.all(faults).then(() => undefined, (err: unknown) => err as Error)
     }
   }
 
-  private faults: Promise<void> = Promise.resolve()
+  /** the faults in progress: resolves with their failure, if any */
+  private faults: Promise<Error | undefined> = Promise.resolve(undefined)
 
   private async waitUpgraded (version: number): Promise<void> {
     const all = (): boolean => this.members.every(m => m.status != null && m.status.version >= version)
@@ -495,7 +526,8 @@ class Testnet {
       }
       return all()
     }, `every member runs ${versionLabel(version)}`, Math.max(300_000, this.options.nodes * 6000), this.signal)
-    await this.faults
+    const failed = await this.faults
+    if (failed != null) throw failed
     // faults may have restarted members: they must run the version too
     await until(all, `every member runs ${versionLabel(version)} after the faults`, 120_000, this.signal)
     this.rec.marks.allUpgraded = Date.now()

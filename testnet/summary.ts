@@ -215,7 +215,7 @@ export function summarise (input: { options: TestnetOptions, rec: Recorder, chec
   if (check.unreadable > 0) failures.push(`${check.unreadable} written key(s) could not be read back`)
   if (nodesAtTarget < nodes.length) failures.push(`${nodes.length - nodesAtTarget} of ${nodes.length} nodes are not at ${versionLabel(target)}`)
   if (clientsAtTarget < clients.length) failures.push(`${clients.length - clientsAtTarget} of ${clients.length} clients are not at ${versionLabel(target)}`)
-  if (untyped > 0) failures.push(`${untyped} op(s) failed with an untyped error (${[...rec.failures.keys()].filter(n => n !== 'UpgradingError').join(', ')})`)
+  if (untyped > 0) failures.push(`${untyped} op(s) failed with an untyped error (${[...rec.untypedFailures].map(([n, c]) => `${n} ×${c}`).join(', ')})`)
   if (okRatio < 0.999) failures.push(`ok ratio ${(okRatio * 100).toFixed(3)} % is below 99.9 %`)
   if (check.checked === 0) failures.push('no acknowledged write to check')
 
@@ -240,6 +240,7 @@ export function summarise (input: { options: TestnetOptions, rec: Recorder, chec
     for (const e of t.events) {
       if (e.kind === 'phase') timeline.push({ at: e.at - start, what: `${e.phase}@${e.version}` })
       else if (e.kind === 'completed') timeline.push({ at: e.at - start, what: `completed@${e.to}` })
+      else if (e.kind === 'advanced') timeline.push({ at: e.at - start, what: `advanced@${e.to}` })
       else if (e.kind === 'rolled-back') timeline.push({ at: e.at - start, what: `rolled-back@${e.version}` })
       else if (e.kind === 'manifest') timeline.push({ at: e.at - start, what: `manifest@${e.version}` })
     }

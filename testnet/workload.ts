@@ -25,11 +25,20 @@ export function failureName (err: unknown): string {
   return wireError(err).name
 }
 
+/**
+ * The host's typed failures of a call that did not finish: the app did not answer within the
+ * host's call budget (`HostTimeoutError`), or its worker crashed and restarts
+ * (`WorkerCrashedError`). Through the layer they arrive as `RemoteError`s with that `remoteName`;
+ * like `CallTimeoutError` the call may or may not have executed, and another attempt may succeed,
+ * so the workload retries them (the Chord example's client does the same).
+ */
+export const HOST_RETRYABLE: ReadonlySet<string> = new Set(['HostTimeoutError', 'WorkerCrashedError'])
+
 /** Whether a failure (by name) is retryable, refused, or of no typed kind. */
 export function classify (name: string): 'retryable' | 'refused' | 'untyped' {
   const probe = new Error(name)
   probe.name = name
-  if (isRetryable(probe)) return 'retryable'
+  if (isRetryable(probe) || HOST_RETRYABLE.has(name)) return 'retryable'
   if (REFUSED_ERRORS.has(name)) return 'refused'
   return 'untyped'
 }

@@ -672,6 +672,7 @@ class DefaultBundleService implements BundleService {
         const query = AbortSignal.any([signal, AbortSignal.timeout(this.options.discoveryIntervalMs * 3)])
         for await (const event of this.libp2p.services.moltDht.findProviders(cid, { signal: query })) {
           if (event.name === 'PROVIDER') {
+            log.trace('providers of %c: %p', cid, event.providers.map(p => p.id))
             for (const provider of event.providers) {
               if (provider.multiaddrs.length > 0) {
                 await this.libp2p.peerStore.merge(provider.id, { multiaddrs: provider.multiaddrs }).catch(() => {})

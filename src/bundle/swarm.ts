@@ -124,8 +124,10 @@ export class Swarm {
       const known = batch.reduce((n, w) => n + (w.size ?? 0), 0)
       const maxResponseBytes = known + unknown * MAX_NODE_BYTES + REPLY_OVERHEAD_PER_BLOCK * (batch.length + 1)
       const signal = AbortSignal.any([this.signal, AbortSignal.timeout(this.options.requestTimeoutMs)])
+      const started = Date.now()
       try {
         const reply = decodeReply(await sendRequest(this.libp2p, peer.id, this.options.protocol, encodeRequest(batch.map(w => w.cid)), { signal, maxResponseBytes }))
+        log.trace('%p answered %d of %d blocks%s in %d ms', peer.id, reply.blocks.length, batch.length, reply.busy === true ? ' (busy)' : '', Date.now() - started)
         if (reply.busy === true) {
           peer.until = Date.now() + this.options.busyBackoffMs * (0.5 + Math.random())
           return

@@ -58,6 +58,7 @@ describe('failure kinds', () => {
     expect(classify('CallTimeoutError')).toBe('retryable')
     expect(classify('SimulationRefusedError')).toBe('refused')
     expect(classify('VersionRetiredError')).toBe('refused')
+    expect(classify('HostTimeoutError')).toBe('retryable')
     expect(classify('TypeError')).toBe('untyped')
   })
 })
