@@ -136,14 +136,26 @@ export interface BundleServiceInit {
   maxServing?: number
 
   /**
-   * How often a running fetch asks the DHT for providers again (partial holders appear).
+   * How often a running fetch asks the DHT for providers again while it knows none (partial
+   * holders appear); while it knows some, the interval doubles up to eight times this.
    *
    * @default 3000
    */
   discoveryIntervalMs?: number
 
   /**
-   * How long a peer that lacked a block is not asked for it again.
+   * How long a fetch asks only the peers it is connected to (and its hints) before it asks the
+   * DHT for providers, as Bitswap does: during a rollout a connected peer often holds the
+   * bundle already, and a query costs every node it touches. 0 queries at once.
+   *
+   * @default 1000
+   */
+  discoveryDelayMs?: number
+
+  /**
+   * How long a provider that lacked a block is not asked for it again. A connected peer that
+   * is not a known provider is asked again after `discoveryIntervalMs` at the soonest (a holder
+   * announces itself as a provider).
    *
    * @default 300
    */
@@ -362,6 +374,7 @@ class DefaultBundleService implements BundleService {
       requestTimeoutMs: positive(init.requestTimeoutMs, 5000, 'requestTimeoutMs'),
       maxServing: positive(init.maxServing, 4, 'maxServing'),
       discoveryIntervalMs: positive(init.discoveryIntervalMs, 3000, 'discoveryIntervalMs'),
+      discoveryDelayMs: init.discoveryDelayMs === 0 ? 0 : positive(init.discoveryDelayMs, 1000, 'discoveryDelayMs'),
       lackRetryMs: positive(init.lackRetryMs, 300, 'lackRetryMs'),
       keepRecent: init.keepRecent ?? 3,
       provide: init.provide ?? true
@@ -557,6 +570,7 @@ class DefaultBundleService implements BundleService {
       batchBlocks: this.options.batchBlocks,
       requestTimeoutMs: this.options.requestTimeoutMs,
       lackRetryMs: this.options.lackRetryMs,
+      speculativeRetryMs: Math.max(this.options.lackRetryMs, this.options.discoveryIntervalMs),
       busyBackoffMs: 100,
       tickMs: 100
     }, declaredSize, signal, (block, peer, error) => {
@@ -564,7 +578,7 @@ class DefaultBundleService implements BundleService {
       this.events.safeDispatchEvent('bundle:rejected-block', { detail: { bundle: cid, cid: block, peer, reason: error.message, error } })
     })
     for (const peer of hints) {
-      swarm.addPeer(peer)
+      swarm.addPeer(peer, true)
     }
     const discovery = new AbortController()
     const discovering = this.discover(cid, swarm, AbortSignal.any([signal, discovery.signal]))
@@ -666,27 +680,43 @@ class DefaultBundleService implements BundleService {
     }
   }
 
+  /**
+   * Finds holders of `cid` in the DHT while a fetch runs. Queries cost every node they touch
+   * (each answer looks up twenty peers in its peer store), and with a whole fleet fetching at
+   * once they added up to a tenth of the fleet's CPU: so a query ends once it has named enough
+   * holders for this fetch's parallelism, and while holders are known the next query comes later
+   * and later (up to 8 discovery intervals); with none, at every interval.
+   */
   private async discover (cid: CID, swarm: Swarm, signal: AbortSignal): Promise<void> {
+    const base = this.options.discoveryIntervalMs
+    let interval = base
+    if (this.options.discoveryDelayMs > 0) {
+      await sleep(this.options.discoveryDelayMs, signal)
+    }
     while (!signal.aborted) {
+      const query = new AbortController()
       try {
-        const query = AbortSignal.any([signal, AbortSignal.timeout(this.options.discoveryIntervalMs * 3)])
-        for await (const event of this.libp2p.services.moltDht.findProviders(cid, { signal: query })) {
-          if (event.name === 'PROVIDER') {
-            log.trace('providers of %c: %p', cid, event.providers.map(p => p.id))
-            for (const provider of event.providers) {
-              if (provider.multiaddrs.length > 0) {
-                await this.libp2p.peerStore.merge(provider.id, { multiaddrs: provider.multiaddrs }).catch(() => {})
-              }
-              swarm.addPeer(provider.id)
+        const querySignal = AbortSignal.any([signal, query.signal, AbortSignal.timeout(base * 3)])
+        for await (const event of this.libp2p.services.moltDht.findProviders(cid, { signal: querySignal })) {
+          if (event.name !== 'PROVIDER') continue
+          log.trace('providers of %c: %p', cid, event.providers.map(p => p.id))
+          for (const provider of event.providers) {
+            if (provider.multiaddrs.length > 0 && this.libp2p.getConnections(provider.id).length === 0) {
+              await this.libp2p.peerStore.merge(provider.id, { multiaddrs: provider.multiaddrs }).catch(() => {})
             }
+            swarm.addPeer(provider.id, true)
           }
+          if (swarm.holders >= this.options.concurrency) break
         }
       } catch (err) {
         if (!signal.aborted) {
           log('finding providers of %c failed - %e', cid, err)
         }
+      } finally {
+        query.abort()
       }
-      await sleep(this.options.discoveryIntervalMs, signal)
+      interval = swarm.holders > 0 ? Math.min(interval * 2, base * 8) : base
+      await sleep(interval, signal)
     }
   }
 

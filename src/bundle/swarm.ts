@@ -20,8 +20,15 @@ export interface SwarmOptions {
   concurrency: number
   batchBlocks: number
   requestTimeoutMs: number
-  /** how long a peer that said it lacks a block is not asked for it again (partial holders grow) */
+  /** how long a provider that said it lacks a block is not asked for it again (partial holders grow) */
   lackRetryMs: number
+  /**
+   * How long a connected peer that is not a known provider, and lacked a block, is not asked for
+   * it again. Holders announce themselves as providers once they hold a block, so asking such a
+   * peer sooner mostly costs streams: with every node of a fleet fetching at once, each asking
+   * every connected peer every few hundred ms, those requests crowded out the fleet's own traffic.
+   */
+  speculativeRetryMs: number
   busyBackoffMs: number
   tickMs: number
 }
@@ -39,6 +46,9 @@ interface PeerState {
   until: number
   failures: number
   bad: boolean
+  /** named as a holder (a DHT provider or a hint), not only connected */
+  provider: boolean
+  /** block key → when this peer may be asked for it again */
   lacks: Map<string, number>
 }
 
@@ -68,16 +78,33 @@ export class Swarm {
     this.remaining = budget
   }
 
-  /** adds a candidate peer (a DHT provider, a hint, a connected peer) */
-  addPeer (id: PeerId): void {
+  /**
+   * Adds a candidate peer: a holder (a DHT provider, a hint) or a connected peer that may hold
+   * the blocks. A known peer newly named as a holder is asked again at once.
+   */
+  addPeer (id: PeerId, provider = false): void {
     if (id.equals(this.libp2p.peerId)) {
       return
     }
     const key = id.toString()
-    if (!this.peers.has(key)) {
-      this.peers.set(key, { id, busy: false, until: 0, failures: 0, bad: false, lacks: new Map() })
+    const known = this.peers.get(key)
+    if (known == null) {
+      this.peers.set(key, { id, busy: false, until: 0, failures: 0, bad: false, provider, lacks: new Map() })
+      this.wake()
+    } else if (provider && !known.provider) {
+      known.provider = true
+      known.lacks.clear()
       this.wake()
     }
+  }
+
+  /** how many peers are known holders (DHT providers, hints) */
+  get holders (): number {
+    let n = 0
+    for (const p of this.peers.values()) {
+      if (p.provider && !p.bad) n++
+    }
+    return n
   }
 
   /** wakes the scheduler (a peer appeared, a request ended) */
@@ -162,10 +189,10 @@ export class Swarm {
           got.add(want.key)
           await deliver(want, block.data)
         }
-        const now = Date.now()
+        const retryAt = Date.now() + (peer.provider ? this.options.lackRetryMs : this.options.speculativeRetryMs)
         for (const w of batch) {
           if (!got.has(w.key)) {
-            peer.lacks.set(w.key, now)
+            peer.lacks.set(w.key, retryAt)
           }
         }
         peer.failures = 0
@@ -207,8 +234,8 @@ export class Swarm {
       this.refreshConnected()
       const now = Date.now()
       const candidates = shuffle([...this.peers.values()].filter(p => !p.bad && !p.busy && p.until <= now))
-      // prefer peers that have served us before, and that failed least
-      candidates.sort((a, b) => a.failures - b.failures)
+      // prefer holders, then the peers that failed least
+      candidates.sort((a, b) => Number(b.provider) - Number(a.provider) || a.failures - b.failures)
       for (const peer of candidates) {
         if (tasks.size >= this.options.concurrency) {
           break
@@ -222,7 +249,7 @@ export class Swarm {
             continue
           }
           const lacked = peer.lacks.get(want.key)
-          if (lacked != null && now - lacked < this.options.lackRetryMs) {
+          if (lacked != null && now < lacked) {
             continue
           }
           batch.push(want)

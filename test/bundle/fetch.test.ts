@@ -76,6 +76,33 @@ describe('bundle fetch', () => {
     expect(await fetcher.bundles.has(packed.cid)).toBe(true)
   })
 
+  it('asks a connected peer that is not a provider again only after a discovery interval', async () => {
+    const publisher = await make()
+    const files = randomFiles(1, 200_000)
+    const packed = await publisher.bundles.packFiles(files)
+
+    // a connected peer that holds nothing: it answers every request with no blocks
+    const empty = await overlay()
+    peers.push(empty)
+    let asked = 0
+    await handleRequests(empty, PROTOCOL, async () => {
+      asked++
+      return encodeReply({ blocks: [] })
+    })
+
+    const fetcher = await make({ lackRetryMs: 50, discoveryIntervalMs: 5000 })
+    await connect(fetcher, empty)
+    const fetching = fetcher.bundles.fetch(packed.cid, { declaredSize: packed.size })
+    await new Promise(resolve => setTimeout(resolve, 2000))
+    // once, not every lackRetryMs (which applies to providers): with every node of a fleet
+    // fetching at once, that was hundreds of empty requests a second
+    expect(asked).toBe(1)
+
+    await connect(fetcher, publisher)
+    const result = await fetching
+    expect(Object.keys(result.fromPeers)).toEqual([publisher.libp2p.peerId.toString()])
+  })
+
   it('moves off a provider that accepts the request and never answers', async () => {
     const publisher = await make()
     const files = randomFiles(2, 600_000)
