@@ -773,7 +773,11 @@ class DefaultUpgradeLayer implements UpgradeLayer {
     try {
       stream = await this.components.libp2p.dialProtocol(peer, this.protocol, {
         signal,
-        runOnLimitedConnection: this.runOnLimitedConnection
+        runOnLimitedConnection: this.runOnLimitedConnection,
+        // one call per stream: the protocol name goes with the request (optimistic
+        // multistream-select), saving a round trip and two messages on every call; a peer
+        // without the protocol fails the read instead, which maps to the same UnavailableError
+        negotiateFully: false
       })
       const lp = lpStream(stream, { maxDataLength: this.maxReplyBytes })
       await lp.write(bytes, { signal })
