@@ -150,8 +150,11 @@ export async function upgradeManifest (setup: TestnetSetup, previous: SignedMani
       newClass: setup.clientClass,
       bundle: clientBundle.root,
       bundleSize: clientBundle.size,
-      // clients after every server: no new client meets an old server
-      schedule: { name: 'class-order', params: { first: setup.nodeClass, roster: plan.roster.join(','), minFirst: plan.roster.length } }
+      // clients after every server: no new client meets an old server. The roster is not a
+      // manifest parameter (a parameter holds 1024 characters: 19 peer ids); each client's fleet
+      // view counts every node instead (set by the launcher), and minFirst makes a client that
+      // has not heard of them all wait
+      schedule: { name: 'class-order', params: { first: setup.nodeClass, minFirst: plan.roster.length } }
     })
   }
   const unsigned = await createManifest({ system: SYSTEM, version, previous: previous.cid, classUpgrades, createdAt: Date.now() })
