@@ -39,3 +39,20 @@ export async function startNetwork (genesis: GenesisConfig, n: number, degree = 
 export async function stopAll (nodes: MoltNode[]): Promise<void> {
   await Promise.allSettled(nodes.splice(0).map(async n => { await n.stop() }))
 }
+
+/**
+ * Connects two nodes. A dial by address can lose a race with the fleet view's pull of the same
+ * peer by id (libp2p merges the two dials, and the pull's has no address yet: NoValidAddresses),
+ * so a failed dial is tried again.
+ */
+export async function connectNodes (from: MoltNode, to: MoltNode): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await from.libp2p.dial(to.libp2p.getMultiaddrs())
+      return
+    } catch (err) {
+      if (attempt >= 5) throw err
+      await new Promise(resolve => setTimeout(resolve, 100))
+    }
+  }
+}

@@ -17,7 +17,7 @@ import { announceTopic, createControl, createManifest, signControl, signManifest
 import { mulberry32 } from '../../src/schedule/random.ts'
 import { eventually } from '../helpers.ts'
 import { makeKeys, policyOf, type TestKeys } from '../fixtures.ts'
-import { startNode, stopAll } from '../nodes.ts'
+import { startNode, stopAll, connectNodes } from '../nodes.ts'
 import { app } from './apps.ts'
 import type { MoltNode } from '../../src/node/index.ts'
 import type { AppFleetOptions } from '../../src/node/app.ts'
@@ -53,23 +53,6 @@ function shuffle<T> (items: T[], random: () => number): T[] {
     ;[out[i], out[j]] = [out[j]!, out[i]!]
   }
   return out
-}
-
-/**
- * Connects two nodes. A dial by address can lose a race with the fleet view's pull of the same
- * peer by id (libp2p merges the two dials, and the pull's has no address yet: NoValidAddresses),
- * so a failed dial is tried again.
- */
-async function connect (from: MoltNode, to: MoltNode): Promise<void> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      await from.libp2p.dial(to.libp2p.getMultiaddrs())
-      return
-    } catch (err) {
-      if (attempt >= 5) throw err
-      await new Promise(resolve => setTimeout(resolve, 50))
-    }
-  }
 }
 
 /**
@@ -116,7 +99,7 @@ async function startFleet (nodes: MoltNode[], classes: string[], random: () => n
   })
   await Promise.all([...links].map(async l => {
     const [a, b] = l.split('-').map(Number)
-    await connect(started[a!]!, started[b!]!)
+    await connectNodes(started[a!]!, started[b!]!)
   }))
   // the manifest is gossiped: publish only once both ends of every link know the other's subscription
   const topic = announceTopic('test')

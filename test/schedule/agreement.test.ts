@@ -49,7 +49,7 @@ import { mulberry32 } from '../../src/schedule/random.ts'
 import { simulate, type Scenario } from '../../src/schedule/simulate.ts'
 import { eventually } from '../helpers.ts'
 import { makeKeys, policyOf, type TestKeys } from '../fixtures.ts'
-import { startNode, stopAll } from '../nodes.ts'
+import { startNode, stopAll, connectNodes } from '../nodes.ts'
 import { app } from '../runtime/apps.ts'
 import type { UpgradePhase } from '../../src/manager/types.ts'
 import type { MoltNode } from '../../src/node/index.ts'
@@ -88,19 +88,6 @@ interface Fleet {
 
 const groupOf = (i: number): number => Math.floor(i / SIZE)
 const members = (g: number): number[] => Array.from({ length: SIZE }, (_, k) => g * SIZE + k)
-
-/** Connects two nodes; a dial may lose a race with a fleet-view pull of the same peer, so retry. */
-async function connect (from: MoltNode, to: MoltNode): Promise<void> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      await from.libp2p.dial(to.libp2p.getMultiaddrs())
-      return
-    } catch (err) {
-      if (attempt >= 5) throw err
-      await new Promise(resolve => setTimeout(resolve, 100))
-    }
-  }
-}
 
 /**
  * Starts the 100 nodes of class `slow` at version 0: group g is nodes 4g … 4g+3, whose members
@@ -164,7 +151,7 @@ async function startFleet (nodes: MoltNode[]): Promise<Fleet> {
   }
   const pairs = [...links].map(l => l.split('-').map(Number) as [number, number])
   for (let k = 0; k < pairs.length; k += 20) {
-    await Promise.all(pairs.slice(k, k + 20).map(async ([a, b]) => { await connect(nodes[a]!, nodes[b]!) }))
+    await Promise.all(pairs.slice(k, k + 20).map(async ([a, b]) => { await connectNodes(nodes[a]!, nodes[b]!) }))
   }
   const sees = (x: number, y: number, topic: string): boolean => nodes[x]!.libp2p.services.pubsub.getSubscribers(topic).some(p => p.equals(nodes[y]!.libp2p.peerId))
   const announce = announceTopic('test')
