@@ -332,7 +332,7 @@ interface Distribution {
   samples?: readonly number[]
 }
 
-function range (r: MsDistribution | undefined, fallback: MsRange, what: string): Distribution {
+function distribution (r: MsDistribution | undefined, fallback: MsRange, what: string): Distribution {
   const v = r ?? fallback
   if ('samples' in v) {
     const samples = v.samples
@@ -377,15 +377,15 @@ export function simulate (scenario: Scenario): SimulationResult {
   const nServers = positiveInt(scenario.servers, 0, 'servers', 0)
   if (nServers >= N && nServers > 0) throw new InvalidScenarioError('servers: fewer than nodes')
   const perClient = Math.min(positiveInt(scenario.serversPerClient, 3, 'serversPerClient', 0), nServers)
-  const delay = range(scenario.gossipDelayMs, { min: 20, max: 400 }, 'gossipDelayMs')
+  const delay = distribution(scenario.gossipDelayMs, { min: 20, max: 400 }, 'gossipDelayMs')
   const loss = scenario.lossRate ?? 0.01
   if (!(loss >= 0 && loss < 1)) throw new InvalidScenarioError('lossRate: in [0, 1)')
   const announce = scenario.announceMs ?? 30_000
   if (!(announce > 0)) throw new InvalidScenarioError('announceMs: > 0')
   const expiry = scenario.expiryMs ?? 3 * announce
-  const upgradeMs = range(scenario.upgradeMs, { min: 20_000, max: 60_000 }, 'upgradeMs')
-  const prepareMs = range(scenario.prepareMs, { min: 0, max: 0 }, 'prepareMs')
-  const restartMs = range(scenario.restartMs, { min: 10_000, max: 120_000 }, 'restartMs')
+  const upgradeMs = distribution(scenario.upgradeMs, { min: 20_000, max: 60_000 }, 'upgradeMs')
+  const prepareMs = distribution(scenario.prepareMs, { min: 0, max: 0 }, 'prepareMs')
+  const restartMs = distribution(scenario.restartMs, { min: 10_000, max: 120_000 }, 'restartMs')
   const crashRate = (scenario.crashesPerNodeHour ?? 0.01) / 3_600_000
   if (!(crashRate >= 0)) throw new InvalidScenarioError('crashesPerNodeHour: ≥ 0')
   const maxTime = scenario.maxTimeMs ?? 7 * 24 * 3_600_000
@@ -408,7 +408,7 @@ export function simulate (scenario: Scenario): SimulationResult {
 
   const rnd = mulberry32(seed ^ 0x5bd1e995)
   /** one draw: uniform over a range, or one of the samples (one number of the stream either way) */
-  const uniform = (r: Distribution): number => r.samples != null
+  const draw = (r: Distribution): number => r.samples != null
     ? r.samples[Math.min(r.samples.length - 1, Math.floor(rnd() * r.samples.length))]!
     : r.min + (r.max - r.min) * rnd()
   const target = 1
@@ -560,7 +560,7 @@ export function simulate (scenario: Scenario): SimulationResult {
     if (p === P_FAILED) failedCount++
   }
 
-  const delayOnce = (): number => uniform(delay)
+  const delayOnce = (): number => draw(delay)
   /** gossip delay, plus whole re-announce periods for each lost delivery */
   const pushDelay = (): number => {
     let d = delayOnce()
@@ -691,7 +691,7 @@ export function simulate (scenario: Scenario): SimulationResult {
       setPhase(i, P_UPGRADING)
       deferPeer[i] = -1
       publish(i)
-      q.push(now + uniform(upgradeMs), DONE, i, seq[i]!)
+      q.push(now + draw(upgradeMs), DONE, i, seq[i]!)
       return
     }
     let np = p
@@ -761,7 +761,7 @@ export function simulate (scenario: Scenario): SimulationResult {
         if (alive[x] === 0) { q.push(now + announce, LEARN, x, 0); break }
         // the SF is first asked once the node has prepared (no draw when there is nothing to
         // prepare, so scenarios without it keep their random streams)
-        since[x] = now + (prepareMs.max > 0 ? uniform(prepareMs) : 0)
+        since[x] = now + (prepareMs.max > 0 ? draw(prepareMs) : 0)
         setPhase(x, P_WAITING)
         publish(x)
         scheduleEval(x, since[x]!)
@@ -807,7 +807,7 @@ export function simulate (scenario: Scenario): SimulationResult {
         crashedCount++
         downSince[x] = now
         groupDelta(x, 0, phase[x] === P_UPGRADING ? 0 : 1)
-        q.push(now + uniform(restartMs), RESTART, x, 0)
+        q.push(now + draw(restartMs), RESTART, x, 0)
         break
       }
       case RESTART: {
@@ -821,7 +821,7 @@ export function simulate (scenario: Scenario): SimulationResult {
         if (phase[x] === P_UPGRADING) {
           // the upgrade is restartable: it runs again from its last step
           publish(x)
-          q.push(now + uniform(upgradeMs) / 2, DONE, x, seq[x]!)
+          q.push(now + draw(upgradeMs) / 2, DONE, x, seq[x]!)
         } else {
           if (phase[x] === P_INTENT) setPhase(x, P_WAITING)
           publish(x)

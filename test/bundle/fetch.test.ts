@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, it, expect, afterEach } from 'vitest'
 import { handleRequests } from '../../src/overlay/index.ts'
+import { eventually } from '../helpers.ts'
 import { openStore } from '../../src/state/index.ts'
 import { BundleTooLargeError, decodeRequest, encodeReply } from '../../src/bundle/index.ts'
 import { bundleNode, connect, overlay, randomFiles, sameFiles, storedBlocks, SYSTEM, type TestNode } from './setup.ts'
@@ -93,9 +94,11 @@ describe('bundle fetch', () => {
     const fetcher = await make({ lackRetryMs: 50, discoveryIntervalMs: 5000 })
     await connect(fetcher, empty)
     const fetching = fetcher.bundles.fetch(packed.cid, { declaredSize: packed.size })
+    await eventually(() => asked > 0, 'the connected peer is asked')
+    // then not again within the discovery interval, not every lackRetryMs (which applies to
+    // providers): with every node of a fleet fetching at once, that was hundreds of empty
+    // requests a second
     await new Promise(resolve => setTimeout(resolve, 2000))
-    // once, not every lackRetryMs (which applies to providers): with every node of a fleet
-    // fetching at once, that was hundreds of empty requests a second
     expect(asked).toBe(1)
 
     await connect(fetcher, publisher)
