@@ -68,6 +68,22 @@ export interface Marks {
   publishes: Array<{ version: number, at: number, through: string, cid: string }>
 }
 
+/** Manager phases of an accepted upgrade that has not begun: the node still serves its version. */
+export const WAITING_PHASES: ReadonlySet<string> = new Set(['accepted', 'fetched', 'future-installed', 'waiting'])
+
+/** Manager phases in which a node is out of service for its upgrade (quiescing up to its check). */
+export const UPGRADING_PHASES: ReadonlySet<string> = new Set(['quiescing', 'stopped', 'transforming', 'checking'])
+
+/** Whether a member's rollout is halted: a fork proof, or a halted status record. */
+export function isHalted (status: MemberStatus): boolean {
+  return status.halted || status.fleetPhase === 'halted'
+}
+
+/** The number of ops counted in `Recorder.totals`. */
+export function opTotal (totals: Recorder['totals']): number {
+  return totals.ok + totals.failed + totals.refused + totals.untyped
+}
+
 /** Records a run. */
 export class Recorder implements FleetListener {
   readonly members = new Map<string, MemberTrack>()
@@ -77,12 +93,12 @@ export class Recorder implements FleetListener {
   readonly marks: Marks = { start: Date.now(), kills: [], restarts: [], publishes: [] }
   /** the target system version (for progress) */
   target = 1
-  /** totals of ops by outcome, kept as they come */
+  /**
+   * Totals of ops by outcome, kept as they come because the live view and the scenario read them
+   * every few hundred ms; anything finer (failures by name, by kind) is derived from `opLog` once,
+   * by the summary.
+   */
   readonly totals = { ok: 0, failed: 0, refused: 0, untyped: 0 }
-  /** failure names seen, with counts */
-  readonly failures = new Map<string, number>()
-  /** names of the failures of no typed kind, with counts */
-  readonly untypedFailures = new Map<string, number>()
   /** a line for the view when something notable happens */
   readonly notes: Array<{ at: number, text: string }> = []
 
@@ -138,8 +154,6 @@ export class Recorder implements FleetListener {
     for (const op of ops) {
       this.opLog.push(op)
       this.totals[op.outcome]++
-      if (op.error != null) this.failures.set(op.error, (this.failures.get(op.error) ?? 0) + 1)
-      if (op.outcome === 'untyped') this.untypedFailures.set(op.error ?? 'Error', (this.untypedFailures.get(op.error ?? 'Error') ?? 0) + 1)
     }
   }
 
@@ -158,8 +172,8 @@ export class Recorder implements FleetListener {
       const bucket = t.role === 'node' ? s.nodes : s.clients
       bucket[t.status.version] = (bucket[t.status.version] ?? 0) + 1
       const phase = t.status.upgrading?.phase
-      if (t.role === 'node' && phase != null && ['quiescing', 'stopped', 'transforming', 'checking'].includes(phase)) s.upgrading++
-      if (t.status.halted || t.status.fleetPhase === 'halted') s.halted++
+      if (t.role === 'node' && phase != null && UPGRADING_PHASES.has(phase)) s.upgrading++
+      if (isHalted(t.status)) s.halted++
     }
     this.samples.push(s)
     return s

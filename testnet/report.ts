@@ -11,6 +11,7 @@
 import { mkdir, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { versionLabel } from './chord.ts'
+import { UPGRADING_PHASES, WAITING_PHASES } from './recorder.ts'
 import { esc, lineChart, timelineChart, type Band, type Marker, type Series, type TimelineRow } from './svg.ts'
 import type { BenchLine, Summary } from './summary.ts'
 
@@ -67,8 +68,9 @@ export function versionsSvg (s: Summary): string {
 /** Client success rate and latency per second. */
 export function clientsSvg (s: Summary): string {
   const b = s.series.buckets
-  const rate: Array<[number, number]> = b.map(x => {
-    const total = x.ok + x.failed + x.refused + x.untyped
+  const totals = b.map(x => x.ok + x.failed + x.refused + x.untyped)
+  const rate: Array<[number, number]> = b.map((x, i) => {
+    const total = totals[i] as number
     return [x.t / 1000 + 0.5, total > 0 ? 100 * x.ok / total : Number.NaN]
   })
   const lo = Math.min(99, ...rate.map(r => r[1]).filter(Number.isFinite))
@@ -86,7 +88,7 @@ export function clientsSvg (s: Summary): string {
         ],
         height: 240
       },
-      { yLabel: 'ops / s', series: [{ label: 'ops per second', color: '#555', points: b.map(x => [x.t / 1000 + 0.5, x.ok + x.failed + x.refused + x.untyped]) }], height: 120 }
+      { yLabel: 'ops / s', series: [{ label: 'ops per second', color: '#555', points: b.map((x, i) => [x.t / 1000 + 0.5, totals[i] as number]) }], height: 120 }
     ],
     markers: markersOf(s),
     bands: bandsOf(s)
@@ -96,6 +98,7 @@ export function clientsSvg (s: Summary): string {
 /** RSS of the node processes over time: median and highest per 2-second bucket. */
 export function memorySvg (s: Summary): string {
   const width = 2000
+  const xMax = xMaxOf(s)
   const buckets = new Map<number, number[]>()
   for (const m of s.members) {
     if (m.role !== 'node') continue
@@ -114,13 +117,13 @@ export function memorySvg (s: Summary): string {
   return lineChart({
     title: `Node processes: resident memory (RSS, app worker included)${s.run.inProcess ? ' — not measured in-process' : ''}`,
     xLabel: 'seconds since the start',
-    xMax: xMaxOf(s),
+    xMax,
     panels: [{
       yLabel: 'MB',
       series: [
         { label: 'median node', color: '#4a6fd1', points: med },
         { label: 'highest node', color: '#d12c2c', points: max },
-        { label: '160 MB target', color: '#999', dashed: true, points: [[0, 160], [xMaxOf(s), 160]] }
+        { label: '160 MB target', color: '#999', dashed: true, points: [[0, 160], [xMax, 160]] }
       ],
       yMax: Math.max(200, ...max.map(p => p[1])) * 1.05
     }],
@@ -156,8 +159,8 @@ export function timelineRows (s: Summary): TimelineRow[] {
         } else if ((what === 'restarted' || what === 'started') && (state === 'down' || state === 'none')) {
           move(e.at, state === 'none' ? 'running' : before)
         }
-      } else if (what === 'accepted' || what === 'fetched' || what === 'future-installed' || what === 'waiting') move(e.at, 'waiting')
-      else if (what === 'quiescing' || what === 'stopped' || what === 'transforming' || what === 'checking') move(e.at, 'upgrading')
+      } else if (WAITING_PHASES.has(what as string)) move(e.at, 'waiting')
+      else if (UPGRADING_PHASES.has(what as string)) move(e.at, 'upgrading')
       else if (what === 'admitted' || what === 'completed' || what === 'advanced') move(e.at, Number(version) >= s.run.targetSystemVersion ? 'upgraded' : 'running')
       else if (what === 'rolled-back') move(e.at, 'rolled back')
     }
@@ -180,7 +183,7 @@ function num (v: number | null | undefined): string {
 
 /** The bench figures, each cell tagged with its JSON key. */
 function benchTable (bench: BenchLine): string {
-  const rows = Object.entries(bench).map(([k, v]) => `<tr><th>${esc(k)}</th><td data-key="${esc(k)}">${esc(typeof v === 'number' ? num(v) : v == null ? '–' : String(v))}</td></tr>`)
+  const rows = Object.entries(bench).map(([k, v]) => `<tr><th>${esc(k)}</th><td data-key="${esc(k)}">${esc(typeof v === 'string' ? v : num(v))}</td></tr>`)
   return `<table class="kv" id="bench">${rows.join('')}</table>`
 }
 
@@ -188,9 +191,10 @@ function kvTable (id: string, entries: Array<[string, string]>): string {
   return `<table class="kv" id="${id}">${entries.map(([k, v]) => `<tr><th>${esc(k)}</th><td>${esc(v)}</td></tr>`).join('')}</table>`
 }
 
-/** Strips the XML prolog-free SVG of nothing: inline SVG is valid HTML as it is. */
-function inline (svg: string): string {
-  return svg.trim()
+/** How the run's faults read: `kill=K partition`, or `none`. */
+function faultsText (s: Summary): string {
+  const f = s.run.faults
+  return `${f.kill > 0 ? `kill=${f.kill} ` : ''}${f.partition ? 'partition' : ''}`.trim() || 'none'
 }
 
 /** The HTML page. */
@@ -219,7 +223,7 @@ td.id { font-family: monospace; font-size: 11px; }
 </head>
 <body>
 <h1>molt testnet: ${esc(s.run.mode === 'control' ? 'control run (restarts, no upgrade)' : `rollout ${s.run.from} → ${s.run.to}`)}</h1>
-<p>${s.run.nodes} chord nodes and ${s.run.clients} clients, ${s.run.inProcess ? 'in one process (memory transport)' : 'one process each (loopback TCP)'}; schedule ${esc(s.run.schedule ?? '–')}${Object.keys(s.run.params).length > 0 ? ' ' + esc(JSON.stringify(s.run.params)) : ''}; faults: ${esc(s.run.faults.kill > 0 ? `kill=${s.run.faults.kill}` : '')}${s.run.faults.partition ? ' partition' : ''}${s.run.faults.kill === 0 && !s.run.faults.partition ? 'none' : ''}; seed ${s.run.seed}; started ${esc(s.run.startedAt)}, ${(s.run.durationMs / 1000).toFixed(1)} s.</p>
+<p>${s.run.nodes} chord nodes and ${s.run.clients} clients, ${s.run.inProcess ? 'in one process (memory transport)' : 'one process each (loopback TCP)'}; schedule ${esc(s.run.schedule ?? '–')}${Object.keys(s.run.params).length > 0 ? ' ' + esc(JSON.stringify(s.run.params)) : ''}; faults: ${esc(faultsText(s))}; seed ${s.run.seed}; started ${esc(s.run.startedAt)}, ${(s.run.durationMs / 1000).toFixed(1)} s.</p>
 ${verdict}
 <div class="grid">
 <div><h2>Bench figures</h2>
@@ -262,10 +266,10 @@ ${kvTable('rollout', [
 </div>
 <h2>Plots</h2>
 <div class="plots">
-${inline(svgs.versions)}
-${inline(svgs.clients)}
-${inline(svgs.timeline)}
-${svgs.memory != null ? inline(svgs.memory) : ''}
+${svgs.versions.trim()}
+${svgs.clients.trim()}
+${svgs.timeline.trim()}
+${svgs.memory?.trim() ?? ''}
 </div>
 <h2>Members</h2>
 <table id="members"><tr><th>name</th><th>role</th><th>version</th><th>state</th><th>manifest (ms after publish)</th><th>upgraded (ms after publish)</th><th>killed</th><th>peak RSS (MB)</th><th>peer id</th></tr>${members}</table>
@@ -299,7 +303,7 @@ export function summaryTable (s: Summary): string[] {
   const b = s.bench
   const rows: Array<[string, string]> = [
     ['run', s.run.mode === 'control' ? `control (restarts), ${s.run.nodes} nodes` : `${s.run.from} → ${s.run.to} (system ${s.run.targetSystemVersion}), ${s.run.nodes} nodes, ${s.run.schedule ?? ''}`],
-    ['faults', `${s.run.faults.kill > 0 ? `kill=${s.run.faults.kill} ` : ''}${s.run.faults.partition ? 'partition' : ''}`.trim() || 'none'],
+    ['faults', faultsText(s)],
     ...(s.rollout.partition != null ? [['partition', `${((s.rollout.partition.healMs ?? s.rollout.partition.atMs) - s.rollout.partition.atMs) / 1000} s; ${s.rollout.partition.keysWrittenOnBothSides} shared key(s) written on both sides`] as [string, string]] : []),
     ['propagation', b.propagation_ms != null ? `${b.propagation_ms} ms` : '–'],
     [s.run.mode === 'control' ? 'all nodes restarted' : 'all nodes upgraded', b.all_upgraded_ms != null ? `${b.all_upgraded_ms} ms` : '–'],

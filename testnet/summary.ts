@@ -6,7 +6,7 @@
  */
 import { memoryMb } from './member.ts'
 import { chordVersion, versionLabel } from './chord.ts'
-import { bucketOps, latencies, percentile, type FleetSample, type OpBucket, type Recorder } from './recorder.ts'
+import { bucketOps, latencies, opTotal, percentile, type FleetSample, type OpBucket, type Recorder } from './recorder.ts'
 import type { TestnetOptions } from './args.ts'
 import type { TestnetSetup } from './setup.ts'
 import type { LostWrite, WriteCheck } from './verify.ts'
@@ -195,27 +195,36 @@ export function summarise (input: { options: TestnetOptions, rec: Recorder, chec
   const after = window(rec, rolloutEnd, m.workloadStop)
 
   const { ok, failed, refused, untyped } = rec.totals
-  const total = ok + failed + refused + untyped
+  const total = opTotal(rec.totals)
   const okRatio = total > 0 ? ok / total : 0
+  // one pass over the op log for everything counted per op (the recorder only keeps the totals)
   const byKind: Summary['ops']['byKind'] = {}
+  const failuresByName = new Map<string, number>()
+  const untypedByName = new Map<string, number>()
+  let retried = 0
   for (const op of rec.opLog) {
     const k = byKind[op.kind] ??= { ok: 0, failed: 0, refused: 0, untyped: 0 }
     k[op.outcome]++
+    if (op.error != null) failuresByName.set(op.error, (failuresByName.get(op.error) ?? 0) + 1)
+    if (op.outcome === 'untyped') untypedByName.set(op.error ?? 'Error', (untypedByName.get(op.error ?? 'Error') ?? 0) + 1)
+    if (op.attempts > 1) retried++
   }
   const nodePeaks = nodes.map(t => t.peakRssMb).filter(x => x > 0).sort((a, b) => a - b)
   const clientPeaks = clients.map(t => t.peakRssMb).filter(x => x > 0)
   const launcher = memoryMb().peakRssMb
-  const lostWrites = check.lost.filter(l => !('error' in l.got)).length
+  // a failed read-back is counted as unreadable, not as lost
+  const lost = check.lost.filter(l => !('error' in l.got))
+  const lostWrites = lost.length
   const nodesAtTarget = nodes.filter(t => t.alive && (t.status?.version ?? -1) >= target).length
   const clientsAtTarget = clients.filter(t => t.alive && (t.status?.version ?? -1) >= target).length
   const count = (kind: string): number => tracks.reduce((n, t) => n + t.events.filter(e => e.kind === kind).length, 0)
 
   const failures: string[] = []
-  if (lostWrites > 0) failures.push(`${lostWrites} lost write(s): ${check.lost.filter(l => !('error' in l.got)).slice(0, 3).map(l => `${l.key} (${l.reason})`).join('; ')}`)
+  if (lostWrites > 0) failures.push(`${lostWrites} lost write(s): ${lost.slice(0, 3).map(l => `${l.key} (${l.reason})`).join('; ')}`)
   if (check.unreadable > 0) failures.push(`${check.unreadable} written key(s) could not be read back`)
   if (nodesAtTarget < nodes.length) failures.push(`${nodes.length - nodesAtTarget} of ${nodes.length} nodes are not at ${versionLabel(target)}`)
   if (clientsAtTarget < clients.length) failures.push(`${clients.length - clientsAtTarget} of ${clients.length} clients are not at ${versionLabel(target)}`)
-  if (untyped > 0) failures.push(`${untyped} op(s) failed with an untyped error (${[...rec.untypedFailures].map(([n, c]) => `${n} ×${c}`).join(', ')})`)
+  if (untyped > 0) failures.push(`${untyped} op(s) failed with an untyped error (${[...untypedByName].map(([n, c]) => `${n} ×${c}`).join(', ')})`)
   if (okRatio < 0.999) failures.push(`ok ratio ${(okRatio * 100).toFixed(3)} % is below 99.9 %`)
   if (check.checked === 0) failures.push('no acknowledged write to check')
 
@@ -246,12 +255,11 @@ export function summarise (input: { options: TestnetOptions, rec: Recorder, chec
     }
     for (const l of t.lifecycle) timeline.push({ at: l.at - start, what: l.what })
     timeline.sort((a, b) => a.at - b.at)
-    const handle = t.name
     return {
-      name: handle,
+      name: t.name,
       role: t.role,
       peerId: t.peerId ?? null,
-      dataDir: o.inProcess ? null : `${o.dataDir}/${handle}`,
+      dataDir: o.inProcess ? null : `${o.dataDir}/${t.name}`,
       version: t.status?.version ?? null,
       chord: t.status != null ? versionLabel(t.status.version) : null,
       alive: t.alive,
@@ -306,8 +314,8 @@ export function summarise (input: { options: TestnetOptions, rec: Recorder, chec
       refused,
       untyped,
       byKind,
-      failuresByName: Object.fromEntries(rec.failures),
-      retried: rec.opLog.filter(op => op.attempts > 1).length,
+      failuresByName: Object.fromEntries(failuresByName),
+      retried,
       steady,
       rollout,
       after

@@ -65,17 +65,47 @@ const B = 50
 
 const fmt = (v: number): string => Math.abs(v) >= 100 || Number.isInteger(v) ? String(Math.round(v)) : v.toFixed(1)
 
+/** The x axis of both charts: `[0, xMax]` onto the plot area, values outside it clamped. */
+function xAxis (xMax: number): { max: number, x: (v: number) => number } {
+  const max = Math.max(xMax, 1e-3)
+  return { max, x: v => L + (W - L - R) * Math.min(Math.max(v, 0), max) / max }
+}
+
+/** A document's first lines: the root element, a white background, the title. */
+function header (height: number, fontSize: number, title: string): string[] {
+  return [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${height}" viewBox="0 0 ${W} ${height}" font-family="sans-serif" font-size="${fontSize}">`,
+    `<rect width="${W}" height="${height}" fill="white"/>`,
+    `<text x="${L}" y="24" font-size="15">${esc(title)}</text>`
+  ]
+}
+
+/** Five ticks under the x axis, the axis label at the bottom. */
+function xTicks (out: string[], axis: { max: number, x: (v: number) => number }, y: number, height: number, label: string): void {
+  for (let k = 0; k <= 4; k++) {
+    const v = axis.max * k / 4
+    out.push(`<text x="${axis.x(v).toFixed(1)}" y="${y}" text-anchor="middle">${fmt(v)}</text>`)
+  }
+  out.push(`<text x="${(L + W - R) / 2}" y="${height - 12}" text-anchor="middle">${esc(label)}</text>`)
+}
+
+/** The markers' legend entries from `legendY` down; returns the next free y. */
+function markerLegend (out: string[], markers: readonly Marker[], legendY: number): number {
+  for (const m of markers) {
+    out.push(`<rect x="${W - R + 12}" y="${legendY}" width="12" height="2" fill="${m.color}"/>`)
+    out.push(`<text x="${W - R + 30}" y="${legendY + 6}">${esc(m.label)}</text>`)
+    legendY += 16
+  }
+  return legendY
+}
+
 /** Renders a chart of one or more stacked panels sharing the x axis. */
 export function lineChart (chart: LineChart): string {
   const heights = chart.panels.map(p => p.height ?? 260)
   const H = T + heights.reduce((a, b) => a + b, 0) + GAP * (chart.panels.length - 1) + B
-  const xMax = Math.max(chart.xMax, 1e-3)
-  const x = (v: number): number => L + (W - L - R) * Math.min(Math.max(v, 0), xMax) / xMax
-  const out: string[] = [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`,
-    `<rect width="${W}" height="${H}" fill="white"/>`,
-    `<text x="${L}" y="24" font-size="15">${esc(chart.title)}</text>`
-  ]
+  const axis = xAxis(chart.xMax)
+  const x = axis.x
+  const out = header(H, 12, chart.title)
   let top = T
   let legendY = T
   chart.panels.forEach((panel, i) => {
@@ -115,17 +145,9 @@ export function lineChart (chart: LineChart): string {
     }
     top = bottom + GAP
   })
-  const axis = top - GAP
-  for (let k = 0; k <= 4; k++) {
-    const v = xMax * k / 4
-    out.push(`<text x="${x(v).toFixed(1)}" y="${axis + 18}" text-anchor="middle">${fmt(v)}</text>`)
-  }
-  out.push(`<text x="${(L + W - R) / 2}" y="${H - 12}" text-anchor="middle">${esc(chart.xLabel)}</text>`)
-  for (const m of chart.markers ?? []) {
-    out.push(`<rect x="${W - R + 12}" y="${legendY}" width="12" height="2" fill="${m.color}"/>`)
-    out.push(`<text x="${W - R + 30}" y="${legendY + 6}">${esc(m.label)}</text>`)
-    legendY += 16
-  }
+  // the last panel's bottom edge
+  xTicks(out, axis, top - GAP + 18, H, chart.xLabel)
+  legendY = markerLegend(out, chart.markers ?? [], legendY)
   for (const b of chart.bands ?? []) {
     out.push(`<rect x="${W - R + 12}" y="${legendY}" width="12" height="12" fill="${b.color}" opacity="0.3"/>`)
     out.push(`<text x="${W - R + 30}" y="${legendY + 10}">${esc(b.label)}</text>`)
@@ -147,13 +169,9 @@ export interface TimelineRow {
 export function timelineChart (title: string, xLabel: string, xMax: number, rows: TimelineRow[], colors: Record<string, string>, markers: Marker[] = []): string {
   const rowH = 16
   const H = T + rows.length * (rowH + 4) + B + 10
-  const xm = Math.max(xMax, 1e-3)
-  const x = (v: number): number => L + (W - L - R) * Math.min(Math.max(v, 0), xm) / xm
-  const out: string[] = [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="11">`,
-    `<rect width="${W}" height="${H}" fill="white"/>`,
-    `<text x="${L}" y="24" font-size="15">${esc(title)}</text>`
-  ]
+  const axis = xAxis(xMax)
+  const x = axis.x
+  const out = header(H, 11, title)
   rows.forEach((row, i) => {
     const y = T + i * (rowH + 4)
     out.push(`<text x="${L - 6}" y="${y + rowH / 2}" text-anchor="end" dominant-baseline="middle">${esc(row.label)}</text>`)
@@ -170,22 +188,14 @@ export function timelineChart (title: string, xLabel: string, xMax: number, rows
     out.push(`<line x1="${x(m.x).toFixed(1)}" y1="${T - 4}" x2="${x(m.x).toFixed(1)}" y2="${bottom}" stroke="${m.color}" stroke-dasharray="4 3"/>`)
   }
   out.push(`<line x1="${L}" y1="${bottom}" x2="${W - R}" y2="${bottom}" stroke="black"/>`)
-  for (let k = 0; k <= 4; k++) {
-    const v = xm * k / 4
-    out.push(`<text x="${x(v).toFixed(1)}" y="${bottom + 16}" text-anchor="middle">${fmt(v)}</text>`)
-  }
-  out.push(`<text x="${(L + W - R) / 2}" y="${H - 12}" text-anchor="middle">${esc(xLabel)}</text>`)
+  xTicks(out, axis, bottom + 16, H, xLabel)
   let legendY = T
   for (const [state, color] of Object.entries(colors)) {
     out.push(`<rect x="${W - R + 12}" y="${legendY}" width="12" height="12" fill="${color}"/>`)
     out.push(`<text x="${W - R + 30}" y="${legendY + 10}">${esc(state)}</text>`)
     legendY += 18
   }
-  for (const m of markers) {
-    out.push(`<rect x="${W - R + 12}" y="${legendY}" width="12" height="2" fill="${m.color}"/>`)
-    out.push(`<text x="${W - R + 30}" y="${legendY + 6}">${esc(m.label)}</text>`)
-    legendY += 16
-  }
+  markerLegend(out, markers, legendY)
   out.push('</svg>')
   return out.join('\n') + '\n'
 }

@@ -6,7 +6,7 @@
  * @packageDocumentation
  */
 import { versionLabel } from './chord.ts'
-import { latencies, percentile, type MemberTrack, type Recorder } from './recorder.ts'
+import { isHalted, latencies, opTotal, percentile, UPGRADING_PHASES, WAITING_PHASES, type MemberTrack, type Recorder } from './recorder.ts'
 
 /** Where the view writes. */
 export interface ViewIO {
@@ -61,7 +61,10 @@ export function phaseOf (t: MemberTrack): string {
   if (s.halted) return 'HALTED'
   if (s.upgrading != null) {
     const p = s.upgrading.phase
-    return ['accepted', 'fetched', 'future-installed', 'waiting'].includes(p) ? (s.fleetPhase === 'intent' ? 'intent' : s.fleetPhase === 'halted' ? 'halted' : p === 'future-installed' ? 'future' : p) : p
+    if (!WAITING_PHASES.has(p)) return p
+    // before it quiesces, its status record says more: an intent, or a halted rollout
+    if (s.fleetPhase === 'intent' || s.fleetPhase === 'halted') return s.fleetPhase
+    return p === 'future-installed' ? 'future' : p
   }
   return s.fleetPhase
 }
@@ -72,7 +75,7 @@ function progress (rec: Recorder, target: number): { nodes: number, nodesAt: num
   for (const t of rec.members.values()) {
     const at = t.status != null && t.status.version >= target
     if (t.role === 'node') { nodes++; if (at) nodesAt++ } else { clients++; if (at) clientsAt++ }
-    if (t.status?.halted === true || t.status?.fleetPhase === 'halted') halts++
+    if (t.status != null && isHalted(t.status)) halts++
   }
   return { nodes, nodesAt, clients, clientsAt, halts }
 }
@@ -80,7 +83,7 @@ function progress (rec: Recorder, target: number): { nodes: number, nodesAt: num
 /** One line on ops: totals, ratio, recent latency. */
 function opsLine (rec: Recorder, useColor: boolean): string {
   const { ok, failed, refused, untyped } = rec.totals
-  const total = ok + failed + refused + untyped
+  const total = opTotal(rec.totals)
   const now = Date.now()
   const recent = latencies(rec.opLog.slice(-4000), now - 5000, now)
   const ratio = total > 0 ? `${(100 * ok / total).toFixed(2)} %` : '-'
@@ -112,7 +115,8 @@ export function startView (rec: Recorder, info: ViewInfo, io: ViewIO): View {
       if (!c) return text
       if (!t.alive) return color(31, text, c)
       if (t.status != null && t.status.version >= rec.target) return color(32, text, c)
-      if (t.status?.upgrading != null && ['quiescing', 'stopped', 'transforming', 'checking', 'admitted'].includes(t.status.upgrading.phase)) return color(33, text, c)
+      const phase = t.status?.upgrading?.phase
+      if (phase != null && (UPGRADING_PHASES.has(phase) || phase === 'admitted')) return color(33, text, c)
       return text
     })
     const perRow = Math.max(1, Math.floor(io.columns / 25))
@@ -124,7 +128,7 @@ export function startView (rec: Recorder, info: ViewInfo, io: ViewIO): View {
   const plain = (): string => {
     const p = progress(rec, rec.target)
     const { ok, failed, refused, untyped } = rec.totals
-    const total = ok + failed + refused + untyped
+    const total = opTotal(rec.totals)
     return `testnet: ${elapsed()} ${stage}: ${p.nodesAt}/${p.nodes} nodes and ${p.clientsAt}/${p.clients} clients at ${versionLabel(rec.target)}, ops ${total} (ok ${ok}, failed ${failed}, refused ${refused}, untyped ${untyped}), halts ${p.halts}`
   }
 

@@ -57,7 +57,10 @@ export function compareStamps (a: Stamp, b: Stamp): number {
   return a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0
 }
 
-/** A small seeded generator (mulberry32). */
+/**
+ * A small seeded generator (mulberry32). src/schedule/random.ts has the same one, but it is not
+ * exported from src/index.ts, and the testnet uses molt's public API only.
+ */
 export function seeded (seed: number): () => number {
   let s = seed >>> 0
   return () => {
@@ -80,13 +83,21 @@ export async function sleep (ms: number, signal?: AbortSignal): Promise<void> {
   })
 }
 
-/** The result of one op with retries. */
+/** The result of one op with retries: it succeeded when `outcome` is `ok`. */
 interface Attempted {
-  ok: boolean
   value?: unknown
   attempts: number
   outcome: OpOutcome
   error?: string
+}
+
+/**
+ * Turns a success into an untyped failure: the reply breaks the example's contract (an
+ * acknowledgement without a stamp, a read that is not `{ value, stamp } | null`).
+ */
+function malformed (a: Attempted): void {
+  a.outcome = 'untyped'
+  a.error = 'MalformedReplyError'
 }
 
 /**
@@ -172,18 +183,18 @@ export class Workload {
       const remaining = until - Date.now()
       try {
         const value = await this.call(method, args, { deadlineMs: Math.max(1, remaining), signal: AbortSignal.timeout(Math.max(1, remaining) + 1000) })
-        return { ok: true, value, attempts, outcome: 'ok' }
+        return { value, attempts, outcome: 'ok' }
       } catch (err) {
         last = failureName(err)
         const kind = classify(last)
         if (kind !== 'retryable') {
           log('%s %o: %s (%s)', method, args[0], last, (err as Error).message)
-          return { ok: false, attempts, outcome: kind, error: last }
+          return { attempts, outcome: kind, error: last }
         }
       }
       const backoff = Math.min(25 * 2 ** Math.min(attempts, 5), 400) * (0.5 + Math.random())
       if (Date.now() + backoff >= until) {
-        return { ok: false, attempts, outcome: 'failed', error: last }
+        return { attempts, outcome: 'failed', error: last }
       }
       await sleep(backoff)
     }
@@ -195,41 +206,30 @@ export class Workload {
 
   private async put (key: string, plan: WorkloadPlan): Promise<void> {
     const value = `${this.client}.${++this.seq}`
-    const start = Date.now()
-    const a = await this.attempt('put', [key, value], plan.deadlineMs)
-    const stamp = a.ok ? asStamp((a.value as { stamp?: unknown } | null)?.stamp) : undefined
-    if (a.ok && stamp == null) {
-      // an acknowledgement without a stamp breaks the example's contract
-      a.ok = false
-      a.outcome = 'untyped'
-      a.error = 'MalformedReplyError'
-    }
+    const stamp = await this.write('put', key, [key, value], plan)
     if (stamp != null) this.writer ??= stamp[1]
-    this.writes.push({ key, kind: 'put', value, ...(stamp != null ? { stamp } : {}), status: a.ok ? 'acked' : 'uncertain', start, end: Date.now() })
-    this.sample('put', start, a)
   }
 
   private async delete (key: string, plan: WorkloadPlan): Promise<void> {
+    await this.write('delete', key, [key], plan)
+  }
+
+  /** A put or delete: records it (acknowledged with its stamp, or uncertain); returns the stamp. */
+  private async write (kind: 'put' | 'delete', key: string, args: [string, string] | [string], plan: WorkloadPlan): Promise<Stamp | undefined> {
     const start = Date.now()
-    const a = await this.attempt('delete', [key], plan.deadlineMs)
-    const stamp = a.ok ? asStamp((a.value as { stamp?: unknown } | null)?.stamp) : undefined
-    if (a.ok && stamp == null) {
-      a.ok = false
-      a.outcome = 'untyped'
-      a.error = 'MalformedReplyError'
-    }
-    this.writes.push({ key, kind: 'delete', ...(stamp != null ? { stamp } : {}), status: a.ok ? 'acked' : 'uncertain', start, end: Date.now() })
-    this.sample('delete', start, a)
+    const a = await this.attempt(kind, args, plan.deadlineMs)
+    const stamp = a.outcome === 'ok' ? asStamp((a.value as { stamp?: unknown } | null)?.stamp) : undefined
+    if (a.outcome === 'ok' && stamp == null) malformed(a)
+    const value = args[1]
+    this.writes.push({ key, kind, ...(value != null ? { value } : {}), ...(stamp != null ? { stamp } : {}), status: a.outcome === 'ok' ? 'acked' : 'uncertain', start, end: Date.now() })
+    this.sample(kind, start, a)
+    return stamp
   }
 
   private async get (key: string, plan: WorkloadPlan): Promise<void> {
     const start = Date.now()
     const a = await this.attempt('get', [key], plan.deadlineMs)
-    if (a.ok && parseRead(key, a.value) == null) {
-      a.ok = false
-      a.outcome = 'untyped'
-      a.error = 'MalformedReplyError'
-    }
+    if (a.outcome === 'ok' && parseRead(key, a.value) == null) malformed(a)
     this.sample('get', start, a)
   }
 
@@ -244,7 +244,7 @@ export class Workload {
       while (next < keys.length) {
         const key = keys[next++] as string
         const a = await this.attempt('get', [key], deadlineMs)
-        const read = a.ok ? parseRead(key, a.value) : undefined
+        const read = a.outcome === 'ok' ? parseRead(key, a.value) : undefined
         out.push(read ?? { key, ok: false, error: a.error ?? 'MalformedReplyError' })
       }
     }

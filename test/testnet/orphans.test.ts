@@ -55,8 +55,7 @@ describe.runIf(process.platform === 'linux')('no orphan node processes', () => {
     expect(members.length).toBeGreaterThanOrEqual(4)
 
     launcher.kill('SIGKILL')
-    const killedAt = Date.now()
+    // "within seconds" is the wait's deadline: the wait throws when a member outlives it
     await until(async () => (await processesWith(data)).length === 0, 'no member process remains', 10_000)
-    expect(Date.now() - killedAt).toBeLessThan(10_000)
   }, 120_000)
 })

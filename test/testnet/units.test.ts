@@ -9,7 +9,7 @@ import { TestnetUsageError } from '../../testnet/errors.ts'
 import { clientsSvg, memorySvg, reportHtml, timelineSvg, versionsSvg } from '../../testnet/report.ts'
 import { checkWrites } from '../../testnet/verify.ts'
 import { classify } from '../../testnet/workload.ts'
-import { parseXml } from './xml.ts'
+import { parseXml, XmlError } from './xml.ts'
 import type { Summary } from '../../testnet/summary.ts'
 import type { WorkloadRecord } from '../../testnet/ipc.ts'
 
@@ -130,6 +130,29 @@ describe('the ring check', () => {
   it('arcs of consecutive nodes, a short last arc joins the previous one', () => {
     expect(arcGroups(['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i'], 4)).toEqual([['a', 'b', 'c', 'd'], ['e', 'f', 'g', 'h', 'i']])
     expect(arcGroups(['a', 'b', 'c', 'd', 'e', 'f'], 4)).toEqual([['a', 'b', 'c', 'd'], ['e', 'f']])
+  })
+})
+
+describe('the XML checker the report tests rely on', () => {
+  it('reads a well-formed document: root, element counts, attributes, decoded text', () => {
+    const doc = parseXml('<?xml version="1.0"?><!-- c --><a x="1&amp;2"><b/><b y=\'z\'>t &lt;&#38;&#x3e;</b><style>p < q & r</style></a>')
+    expect(doc).toMatchObject({ root: 'a', text: 't <&>', attributes: [{ element: 'a', attributes: { x: '1&2' } }, { element: 'b', attributes: {} }, { element: 'b', attributes: { y: 'z' } }, { element: 'style', attributes: {} }] })
+    expect(doc.elements.get('b')).toBe(2)
+  })
+
+  it.each([
+    ['<a>x & y</a>', /bare "&"/],
+    ['<a>x < y</a>', /bad element name/],
+    ['<a><b></a></b>', /closes <b>/],
+    ['<a x=1></a>', /bad attribute/],
+    ['<a x="1" x="2"></a>', /duplicate attribute/],
+    ['<a></a><b></b>', /second root/],
+    ['<a><b></a>', /closes <b>/],
+    ['<a>', /unclosed <a>/],
+    ['text', /outside the root/]
+  ])('refuses %j', (text, message) => {
+    expect(() => parseXml(text)).toThrow(XmlError)
+    expect(() => parseXml(text)).toThrow(message)
   })
 })
 
