@@ -69,17 +69,14 @@ export async function buildChordBundles (): Promise<ChordBundles> {
 async function main (): Promise<void> {
   const out = process.argv[2] ?? join(HERE, 'dist')
   const bundles = await buildChordBundles()
-  const all: Array<[string, BundleFiles | undefined]> = [
-    [`${CHORD_NODE}-v1`, bundles.node.v1], [`${CHORD_NODE}-v2`, bundles.node.v2], [`${CHORD_NODE}-v3`, bundles.node.v3],
-    [`${CHORD_CLIENT}-v1`, bundles.client.v1], [`${CHORD_CLIENT}-v2`, bundles.client.v2], [`${CHORD_CLIENT}-v3`, bundles.client.v3]
-  ]
-  for (const [name, files] of all) {
-    if (files == null) continue
-    for (const [path, bytes] of files) {
-      const file = join(out, name, path)
-      await mkdir(dirname(file), { recursive: true })
-      await writeFile(file, bytes)
-      console.log(`${file} (${bytes.length} bytes)`)
+  for (const [name, versions] of [[CHORD_NODE, bundles.node], [CHORD_CLIENT, bundles.client]] as const) {
+    for (const [version, files] of Object.entries(versions)) {
+      for (const [path, bytes] of files ?? []) {
+        const file = join(out, `${name}-${version}`, path)
+        await mkdir(dirname(file), { recursive: true })
+        await writeFile(file, bytes)
+        console.log(`${file} (${bytes.length} bytes)`)
+      }
     }
   }
 }

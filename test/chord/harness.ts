@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { buildBundle, createControl, createManifest, signControl, signManifest, type GenesisConfig, type MoltNode, type MoltNodeOptions, type ScheduleHook } from '../../src/index.ts'
 import { buildChordBundles, CHORD_CLIENT, CHORD_NODE, type BundleFiles, type ChordBundles } from '../../examples/chord/build.ts'
+import { CONFIG } from '../../examples/chord/src/config.ts'
 import { ringId } from '../../examples/chord/src/ring.ts'
 import { makeKeys, policyOf, type TestKeys } from '../fixtures.ts'
 import { startNode } from '../nodes.ts'
@@ -153,7 +154,7 @@ export async function ringCheck (nodes: MoltNode[]): Promise<true | string> {
     const wantPred = sorted[(i + n - 1) % n]!.peer
     if (v.succs[0] !== want) return `${v.id}: successor ${v.succs[0] != null ? ringId(v.succs[0]) : 'none'}, expected ${sorted[(i + 1) % n]!.id}`
     if (v.pred !== wantPred) return `${v.id}: predecessor ${v.pred != null ? ringId(v.pred) : 'none'}, expected ${sorted[(i + n - 1) % n]!.id}`
-    const list = Math.min(n - 1, 4)
+    const list = Math.min(n - 1, CONFIG.successors)
     for (let k = 0; k < list; k++) {
       if (v.succs[k] !== sorted[(i + 1 + k) % n]!.peer) return `${v.id}: successor list wrong at ${k}`
     }
@@ -161,16 +162,21 @@ export async function ringCheck (nodes: MoltNode[]): Promise<true | string> {
   return true
 }
 
+/** The nodes in ring order (by the id of their peer id). */
+function byRingId (nodes: MoltNode[]): MoltNode[] {
+  return [...nodes].sort((a, b) => ringId(a.peerId.toString()) < ringId(b.peerId.toString()) ? -1 : 1)
+}
+
 /** The node responsible for a key: the first node at or after the key's id. */
 export function ownerOf (nodes: MoltNode[], key: string): MoltNode {
   const id = ringId(key)
-  const sorted = [...nodes].sort((a, b) => ringId(a.peerId.toString()) < ringId(b.peerId.toString()) ? -1 : 1)
+  const sorted = byRingId(nodes)
   return sorted.find(n => ringId(n.peerId.toString()) >= id) ?? sorted[0]!
 }
 
 /** The nodes after `node` on the ring, in order. */
 export function successorsOf (nodes: MoltNode[], node: MoltNode, k: number): MoltNode[] {
-  const sorted = [...nodes].sort((a, b) => ringId(a.peerId.toString()) < ringId(b.peerId.toString()) ? -1 : 1)
+  const sorted = byRingId(nodes)
   const i = sorted.indexOf(node)
   return Array.from({ length: Math.min(k, sorted.length - 1) }, (_, j) => sorted[(i + 1 + j) % sorted.length]!)
 }

@@ -5,6 +5,8 @@
  */
 import { describe, it, expect } from 'vitest'
 import { createHash } from 'node:crypto'
+import { MemoryDatastore } from 'datastore-core'
+import { createAppStore } from '../../src/host/index.ts'
 import { between, fingerStart, inRange, keyToSegment, ringId, segmentToKey } from '../../examples/chord/src/ring.ts'
 import { RecordStore, batches } from '../../examples/chord/src/store.ts'
 import { callV1, codecV1, serveV1 } from '../../examples/chord/src/wire-v1.ts'
@@ -12,27 +14,25 @@ import { callV2, codecV2, serveV2 } from '../../examples/chord/src/wire-v2.ts'
 import { callV3, codecV3, serveV3 } from '../../examples/chord/src/wire-v3.ts'
 import * as nodeV2 from '../../examples/chord/src/node-v2.ts'
 import * as nodeV3 from '../../examples/chord/src/node-v3.ts'
-import type { AppStore, ChordApi, Invoke, Method, Rec, Value } from '../../examples/chord/src/types.ts'
+import { named, refused, type AppStore, type ChordApi, type Invoke, type Method, type Rec, type Value } from '../../examples/chord/src/types.ts'
 
-/** An in-memory AppStore (key order like the real one). */
-function memoryStore (): AppStore & { data: Map<string, Value> } {
-  const data = new Map<string, Value>()
-  return {
-    data,
-    async get (key) { return data.get(key) },
-    async put (key, value) { data.set(key, structuredClone(value)) },
-    async delete (key) { data.delete(key) },
-    async * entries (prefix = '') {
-      for (const key of [...data.keys()].sort()) if (key.startsWith(prefix)) yield [key, data.get(key)!]
-    }
-  }
+/** The app store a node gives an object (key checks, dag-cbor values), over memory. */
+function memoryStore (): AppStore {
+  return createAppStore(new MemoryDatastore())
+}
+
+/** Every entry of a store, in key order. */
+async function contents (store: AppStore): Promise<Array<[string, Value]>> {
+  const out: Array<[string, Value]> = []
+  for await (const entry of store.entries()) out.push(entry)
+  return out
 }
 
 /** Calls a served wire as the layer would: args and results cross as plain data. */
 function invokeOf (methods: Record<string, Method>): Invoke {
   return async (method, args) => {
     const fn = methods[method]
-    if (fn == null) throw Object.assign(new Error(`no method ${method}`), { name: 'MethodNotFoundError' })
+    if (fn == null) throw named('MethodNotFoundError', `no method ${method}`)
     const ctx = { peer: 'p', caller: { version: 0, class: 'chord-node' }, signal: new AbortController().signal }
     return structuredClone((await fn(structuredClone(args), ctx)) ?? null)
   }
@@ -41,7 +41,7 @@ function invokeOf (methods: Record<string, Method>): Invoke {
 /** A ChordApi over one RecordStore, answering as a node would (no ring). */
 async function fakeNode (tombstones: boolean): Promise<ChordApi & { store: RecordStore }> {
   const store = new RecordStore(memoryStore(), tombstones ? codecV2 : codecV1)
-  const refuse = (): never => { throw Object.assign(new Error('SimulationRefusedError: no'), { name: 'SimulationRefusedError' }) }
+  const refuse = (): never => { throw refused('no') }
   return {
     store,
     info: async () => ({ class: 'chord-node', chord: tombstones ? 2 : 1, peer: 'self', id: ringId('self'), pred: 'p', succs: ['s1', 's2'], preds: ['p'], fingers: ['f'], keys: store.size - store.tombstones, tombstones: store.tombstones, primary: 0, warm: true, r: tombstones ? 3 : 1 }),
@@ -231,7 +231,7 @@ describe('Chord example: TFs', () => {
     await nodeV2.transform(ctx(v1, v2))
     const again = memoryStore()
     await nodeV2.transform(ctx(v1, again))
-    expect([...again.data]).toEqual([...v2.data])
+    expect(await contents(again)).toEqual(await contents(v2))
     expect(await nodeV2.invariants.records(v2)).toBe(true)
     expect(await nodeV2.invariants.noV1Records(v2)).toBe(true)
     const v3 = memoryStore()

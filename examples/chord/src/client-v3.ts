@@ -7,40 +7,24 @@
  *
  * The upgrade: no state, so no TF; both SOs delegate every call (the interfaces are equal).
  */
-import { ChordClient, readAnswer } from './client.ts'
-import { str, value } from './check.ts'
+import { createClientObject, passThrough } from './client.ts'
 import { callV3 } from './wire-v3.ts'
-import { CONFIG } from './config.ts'
 import type { AppObject, HostApi, SimulationContext } from './types.ts'
 
 export const moltApi = '^1'
 
 export async function create (host: HostApi): Promise<AppObject> {
-  const client = new ChordClient(host, invoke => callV3(invoke, CONFIG.callMs))
-  client.start()
-  return {
-    methods: {
-      put: async ([key, v], ctx) => ({ stamp: await client.put(str(key, 'key'), value(v), ctx.signal) }),
-      get: async ([key], ctx) => readAnswer(await client.get(str(key, 'key'), ctx.signal)),
-      delete: async ([key], ctx) => ({ stamp: await client.remove(str(key, 'key'), ctx.signal) }),
-      stamp: async () => client.stamp(),
-      info: async () => ({ class: 'chord-client', chord: 3, peer: client.self, members: client.memberList() })
-    },
-    health: () => ({ ok: true })
-  }
+  return createClientObject(host, { chord: 3, wire: callV3, deletes: true })
 }
 
-function delegating ({ delegate }: SimulationContext): AppObject {
-  const to = (method: string) => async (args: Parameters<typeof delegate.call>[1]) => await delegate.call(method, args)
-  return { methods: { put: to('put'), get: to('get'), delete: to('delete'), stamp: to('stamp'), info: to('info') } }
-}
+const CALLS = ['put', 'get', 'delete', 'stamp', 'info']
 
 /** v2 callers on a v3 client. */
-export async function pastSO (context: SimulationContext): Promise<AppObject> {
-  return delegating(context)
+export async function pastSO ({ delegate }: SimulationContext): Promise<AppObject> {
+  return { methods: passThrough(delegate, CALLS) }
 }
 
 /** v3 callers on a v2 client. */
-export async function futureSO (context: SimulationContext): Promise<AppObject> {
-  return delegating(context)
+export async function futureSO ({ delegate }: SimulationContext): Promise<AppObject> {
+  return { methods: passThrough(delegate, CALLS) }
 }

@@ -14,9 +14,12 @@
  *
  * Stamps: the client's clock, `t = max(last + 1, now)` (monotonic per client), and its peer id.
  */
+import { str, value } from './check.ts'
 import { CLIENT_OP_MS, CLIENT_REFRESH_MS, MAX_SUSPECT_MS, SUSPECT_MS } from './config.ts'
 import { ringId, type Stamp } from './ring.ts'
-import { errorKind, named, RETRYABLE, Suspects, UNREACHABLE, type ChordApi, type HostApi, type Invoke, type Rec, type Value } from './types.ts'
+import { errorKind, named, readAnswer, RETRYABLE, Suspects, UNREACHABLE, type AppObject, type ChordApi, type HostApi, type Invoke, type Method, type Rec, type SimulationContext, type Value } from './types.ts'
+
+export { readAnswer }
 
 const ATTEMPTS = 8
 const OTHER_MS = 30_000
@@ -24,6 +27,16 @@ const OTHER_MS = 30_000
 /** An invoke that calls `peer` through the host (labelled with the object's version). */
 export function hostInvoke (host: HostApi, peer: string): Invoke {
   return async (method, args, deadlineMs) => await host.call(peer, method, args, deadlineMs != null ? { deadlineMs } : {})
+}
+
+/** An invoke that calls the object behind an SO (the host bounds the delegated call). */
+export function delegateInvoke (delegate: SimulationContext['delegate']): Invoke {
+  return async (method, args) => await delegate.call(method, args)
+}
+
+/** SO methods that hand each of `names` to the object behind the SO, unchanged. */
+export function passThrough (delegate: SimulationContext['delegate'], names: string[]): Record<string, Method> {
+  return Object.fromEntries(names.map(name => [name, async (args: Value[]) => await delegate.call(name, args)]))
 }
 
 /** The error a caller of the client sees: the same kind, without our prefixes. */
@@ -127,29 +140,28 @@ export class ChordClient {
     const unknown = this.host.peers().filter(p => p !== this.self && !this.members.has(p) && now - (this.others.get(p) ?? -OTHER_MS) >= OTHER_MS).slice(0, 8)
     const known = [...this.members.keys()].filter(p => !this.suspect(p))
     const one = known[Math.floor(Math.random() * known.length)]
-    await Promise.all([
-      ...unknown.map(async p => {
+    const asks = unknown.map(async p => {
+      try {
+        const info = await this.remote(p).info()
+        this.ok(p)
+        this.learn([p, info.pred, ...info.succs, ...info.preds, ...info.fingers])
+      } catch (err) {
+        // not a chord node (a client, another class): not asked again for a while
+        if (!RETRYABLE.has(errorKind(err))) this.others.set(p, Date.now())
+      }
+    })
+    if (one != null) {
+      asks.push((async () => {
         try {
-          const info = await this.remote(p).info()
-          this.ok(p)
-          this.learn([p, info.pred, ...info.succs, ...info.preds, ...info.fingers])
+          const info = await this.remote(one).info()
+          this.ok(one)
+          this.learn([info.pred, ...info.succs, ...info.preds, ...info.fingers])
         } catch (err) {
-          const kind = errorKind(err)
-          if (!RETRYABLE.has(kind)) this.others.set(p, Date.now())
+          this.failed(one, err)
         }
-      }),
-      ...(one == null
-        ? []
-        : [(async () => {
-            try {
-              const info = await this.remote(one).info()
-              this.ok(one)
-              this.learn([info.pred, ...info.succs, ...info.preds, ...info.fingers])
-            } catch (err) {
-              this.failed(one, err)
-            }
-          })()])
-    ])
+      })())
+    }
+    await Promise.all(asks)
   }
 
   /** The member that should hold `id`: the first one at or after it on the ring. */
@@ -248,7 +260,34 @@ export class ChordClient {
   }
 }
 
-/** What `get` answers a caller: `{ value, stamp }`, or null (absent or deleted). */
-export function readAnswer (rec: Rec | null): Value {
-  return rec == null || rec.v === null ? null : { value: rec.v, stamp: [rec.t, rec.w] }
+/** What makes a client object one version. */
+export interface ClientSpec {
+  /** the client version, as `info` reports it */
+  chord: number
+  /** the node wire it routes over */
+  wire: (invoke: Invoke) => ChordApi
+  /** whether it offers `delete` (client v2 and later) */
+  deletes: boolean
+}
+
+/**
+ * The object of a client version: `put([key, value])` → `{ stamp }`, `get([key])` →
+ * `{ value, stamp } | null`, `delete([key])` → `{ stamp }` when the version has it, and `stamp`
+ * and `info`. The versions differ only in the wire they route over.
+ */
+export function createClientObject (host: HostApi, spec: ClientSpec): AppObject {
+  const client = new ChordClient(host, spec.wire)
+  client.start()
+  const remove: Method = async ([key], ctx) => ({ stamp: await client.remove(str(key, 'key'), ctx.signal) })
+  return {
+    methods: {
+      put: async ([key, v], ctx) => ({ stamp: await client.put(str(key, 'key'), value(v), ctx.signal) }),
+      get: async ([key], ctx) => readAnswer(await client.get(str(key, 'key'), ctx.signal)),
+      ...(spec.deletes ? { delete: remove } : {}),
+      // the client's clock is its state: newer versions' SOs take their stamps from here
+      stamp: async () => client.stamp(),
+      info: async () => ({ class: 'chord-client', chord: spec.chord, peer: client.self, members: client.memberList() })
+    },
+    health: () => ({ ok: true })
+  }
 }

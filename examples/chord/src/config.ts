@@ -5,6 +5,7 @@
  */
 import type { ChordConfig } from './types.ts'
 
+/** The defaults of every node and client. */
 export const CONFIG: Readonly<ChordConfig> = Object.freeze({
   /** successor check and notify */
   stabilizeMs: 500,

@@ -2,8 +2,6 @@
  * Chord v1, class `chord-node` — the genesis (system version 0). A ring with one copy of each
  * item, at the node responsible for its key; writes are last-writer-wins by stamp.
  */
-import { CONFIG } from './config.ts'
-import { hostInvoke } from './client.ts'
 import { createNode } from './node.ts'
 import { callV1, codecV1, serveV1 } from './wire-v1.ts'
 import type { AppObject, HostApi } from './types.ts'
@@ -17,7 +15,7 @@ export async function create (host: HostApi): Promise<AppObject> {
     zone: 1,
     tombstones: false,
     codec: codecV1,
-    remote: (h) => (peer) => callV1(hostInvoke(h, peer), CONFIG.callMs)
+    wire: callV1
   }, serveV1)
   return node.object
 }

@@ -18,11 +18,11 @@
  *   replica until it upgrades; the primary's anti-entropy adds the copy afterwards.
  */
 import { CONFIG } from './config.ts'
-import { hostInvoke } from './client.ts'
-import { createNode, HINT_KEY } from './node.ts'
+import { delegateInvoke } from './client.ts'
+import { createNode, transformRecords } from './node.ts'
+import { everyRecord } from './store.ts'
 import { callV1, codecV1, serveV1 } from './wire-v1.ts'
 import { callV2, codecV2, serveV2 } from './wire-v2.ts'
-import { segmentToKey } from './ring.ts'
 import type { AppObject, HostApi, ReadonlyAppStore, SimulationContext, TransformContext } from './types.ts'
 
 export const moltApi = '^1'
@@ -36,42 +36,26 @@ export async function create (host: HostApi): Promise<AppObject> {
     zone: CONFIG.replicas + 1,
     tombstones: true,
     codec: codecV2,
-    remote: (h) => (peer) => callV2(hostInvoke(h, peer), CONFIG.callMs)
+    wire: callV2
   }, serveV2)
   return node.object
 }
 
-export async function transform ({ old, next }: TransformContext): Promise<void> {
-  for await (const [storeKey, value] of old.entries(codecV1.prefix)) {
-    const segment = storeKey.slice(codecV1.prefix.length)
-    const key = segmentToKey(segment)
-    const rec = key == null ? undefined : codecV1.decode(key, value)
-    if (rec != null) await next.put(codecV2.prefix + segment, codecV2.encode(rec))
-  }
-  // where the ring was: the new version finds its neighbours at once
-  const hint = await old.get(HINT_KEY)
-  if (hint !== undefined) await next.put(HINT_KEY, hint)
+export async function transform (context: TransformContext): Promise<void> {
+  await transformRecords(context, codecV1, codecV2)
 }
 
 export async function pastSO ({ delegate }: SimulationContext): Promise<AppObject> {
-  return { methods: serveV1(callV2(async (method, args) => await delegate.call(method, args))) }
+  return { methods: serveV1(callV2(delegateInvoke(delegate))) }
 }
 
 export async function futureSO ({ delegate }: SimulationContext): Promise<AppObject> {
-  return { methods: serveV2(callV1(async (method, args) => await delegate.call(method, args))) }
-}
-
-async function everyRecord (state: ReadonlyAppStore, prefix: string, ok: (key: string, v: unknown) => boolean): Promise<true | string> {
-  for await (const [storeKey, value] of state.entries(prefix)) {
-    const key = segmentToKey(storeKey.slice(prefix.length))
-    if (key == null || !ok(key, value)) return `malformed record at ${storeKey}`
-  }
-  return true
+  return { methods: serveV2(callV1(delegateInvoke(delegate))) }
 }
 
 export const invariants = {
   /** every record decodes, with a stamp [t, writer] */
-  records: async (state: ReadonlyAppStore) => await everyRecord(state, codecV2.prefix, (key, v) => codecV2.decode(key, v as never) != null),
+  records: async (state: ReadonlyAppStore) => await everyRecord(state, codecV2.prefix, (key, v) => codecV2.decode(key, v) != null),
   /** nothing is left in v1's layout */
   noV1Records: async (state: ReadonlyAppStore) => await everyRecord(state, codecV1.prefix, () => false)
 }

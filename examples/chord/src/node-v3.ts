@@ -9,11 +9,11 @@
  * `VersionRetiredError` before reaching either.
  */
 import { CONFIG } from './config.ts'
-import { hostInvoke } from './client.ts'
-import { createNode, HINT_KEY } from './node.ts'
+import { delegateInvoke } from './client.ts'
+import { createNode, transformRecords } from './node.ts'
+import { everyRecord } from './store.ts'
 import { callV2, codecV2, serveV2 } from './wire-v2.ts'
 import { callV3, codecV3, serveV3 } from './wire-v3.ts'
-import { segmentToKey } from './ring.ts'
 import type { AppObject, HostApi, ReadonlyAppStore, SimulationContext, TransformContext } from './types.ts'
 
 export const moltApi = '^1'
@@ -25,36 +25,24 @@ export async function create (host: HostApi): Promise<AppObject> {
     zone: CONFIG.replicas + 1,
     tombstones: true,
     codec: codecV3,
-    remote: (h) => (peer) => callV3(hostInvoke(h, peer), CONFIG.callMs)
+    wire: callV3
   }, serveV3)
   return node.object
 }
 
-export async function transform ({ old, next }: TransformContext): Promise<void> {
-  for await (const [storeKey, value] of old.entries(codecV2.prefix)) {
-    const segment = storeKey.slice(codecV2.prefix.length)
-    const key = segmentToKey(segment)
-    const rec = key == null ? undefined : codecV2.decode(key, value)
-    if (rec != null) await next.put(codecV3.prefix + segment, codecV3.encode(rec))
-  }
-  const hint = await old.get(HINT_KEY)
-  if (hint !== undefined) await next.put(HINT_KEY, hint)
+export async function transform (context: TransformContext): Promise<void> {
+  await transformRecords(context, codecV2, codecV3)
 }
 
 export async function pastSO ({ delegate }: SimulationContext): Promise<AppObject> {
-  return { methods: serveV2(callV3(async (method, args) => await delegate.call(method, args))) }
+  return { methods: serveV2(callV3(delegateInvoke(delegate))) }
 }
 
 export async function futureSO ({ delegate }: SimulationContext): Promise<AppObject> {
-  return { methods: serveV3(callV2(async (method, args) => await delegate.call(method, args))) }
+  return { methods: serveV3(callV2(delegateInvoke(delegate))) }
 }
 
 export const invariants = {
-  records: async (state: ReadonlyAppStore): Promise<true | string> => {
-    for await (const [storeKey, value] of state.entries(codecV3.prefix)) {
-      const key = segmentToKey(storeKey.slice(codecV3.prefix.length))
-      if (key == null || codecV3.decode(key, value) == null) return `malformed record at ${storeKey}`
-    }
-    return true
-  }
+  /** every record decodes in the tuple layout */
+  records: async (state: ReadonlyAppStore) => await everyRecord(state, codecV3.prefix, (key, v) => codecV3.decode(key, v) != null)
 }

@@ -5,10 +5,11 @@
  * never names a method on the wire, so v1, v2 and v3 share it and differ only in their spec.
  */
 import { BATCH_BYTES, CONFIG } from './config.ts'
-import { inRange, ringId } from './ring.ts'
+import { inRange, ringId, segmentToKey } from './ring.ts'
 import { Ring } from './routing.ts'
+import { hostInvoke } from './client.ts'
 import { batches, newer, recordSize, RecordStore, type RecordCodec } from './store.ts'
-import { errorKind, named, refused, type AppObject, type ChordApi, type ChordConfig, type Found, type HostApi, type NodeInfo, type Rec, type RingState, type Step, type Stored, type Value } from './types.ts'
+import { errorKind, named, refused, type AppObject, type ChordApi, type ChordConfig, type Found, type HostApi, type Invoke, type NodeInfo, type Rec, type RingState, type Step, type Stored, type TransformContext, type Value } from './types.ts'
 
 /** What makes a node one Chord version. */
 export interface NodeSpec {
@@ -20,8 +21,8 @@ export interface NodeSpec {
   /** whether the version knows deletion (tombstones) */
   tombstones: boolean
   codec: RecordCodec
-  /** this version's wire, spoken to a peer */
-  remote: (host: HostApi) => (peer: string) => ChordApi
+  /** this version's wire, spoken through `invoke` (here: a call to a peer) */
+  wire: (invoke: Invoke) => ChordApi
 }
 
 /** Store key of the ring hint: the neighbours before a restart or an upgrade. */
@@ -30,6 +31,23 @@ export const HINT_KEY = 'ring/hint'
 const REHOME_LOOKUPS = 8
 const QUIESCE_WAIT_MS = 1000
 
+/**
+ * The body of a TF between two versions' store layouts: every record of `from`'s layout is
+ * rewritten into `to`'s, stamps kept, and the ring hint is carried so that the new version finds
+ * its neighbours at once.
+ */
+export async function transformRecords ({ old, next }: Pick<TransformContext, 'old' | 'next'>, from: RecordCodec, to: RecordCodec): Promise<void> {
+  for await (const [storeKey, value] of old.entries(from.prefix)) {
+    const segment = storeKey.slice(from.prefix.length)
+    const key = segmentToKey(segment)
+    const rec = key == null ? undefined : from.decode(key, value)
+    if (rec != null) await next.put(to.prefix + segment, to.encode(rec))
+  }
+  const hint = await old.get(HINT_KEY)
+  if (hint !== undefined) await next.put(HINT_KEY, hint)
+}
+
+/** A running node's parts (the tests and the entries reach into them). */
 export interface ChordNode {
   api: ChordApi
   ring: Ring
@@ -43,17 +61,20 @@ function isHint (v: Value | undefined): v is { pred: string | null, succs: strin
   return (h.pred === null || typeof h.pred === 'string') && Array.isArray(h.succs) && h.succs.every(s => typeof s === 'string')
 }
 
+/**
+ * Starts a node of the version `spec` describes: loads its records and ring hint, starts the
+ * periodic jobs, and answers its wire through `methods` (the version's `serveVn`).
+ */
 export async function createNode (host: HostApi, spec: NodeSpec, methods: (api: ChordApi) => AppObject['methods']): Promise<ChordNode> {
   const config: ChordConfig = { ...CONFIG, replicas: spec.replicas }
   const records = new RecordStore(host.store, spec.codec)
   await records.load()
-  const remoteOf = spec.remote(host)
   const cache = new Map<string, ChordApi>()
   const remote = (peer: string): ChordApi => {
     let r = cache.get(peer)
     if (r == null) {
       if (cache.size > 1024) cache.clear()
-      cache.set(peer, r = remoteOf(peer))
+      cache.set(peer, r = spec.wire(hostInvoke(host, peer)))
     }
     return r
   }
@@ -145,10 +166,8 @@ export async function createNode (host: HostApi, spec: NodeSpec, methods: (api: 
 
   const api: ChordApi = {
     async info (): Promise<NodeInfo> {
-      let primary = 0
       const p = ring.pred
-      if (p != null) primary = records.count(ringId(p), id)
-      else primary = records.size
+      const primary = p != null ? records.count(ringId(p), id) : records.size
       return {
         class: 'chord-node',
         chord: spec.chord,

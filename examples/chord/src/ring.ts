@@ -70,12 +70,13 @@ export function compareStamps (at: number, aw: string, bt: number, bw: string): 
   return aw < bw ? -1 : aw > bw ? 1 : 0
 }
 
+const encoder = new TextEncoder()
+const decoder = new TextDecoder()
+
 /** Store keys are `/`-separated `[A-Za-z0-9._-]` segments: user keys travel as hex of their UTF-8. */
 export function keyToSegment (key: string): string {
-  return toHex(new TextEncoder().encode(key))
+  return toHex(encoder.encode(key))
 }
-
-const decoder = new TextDecoder()
 
 /** The user key of a store segment (undefined when it is not one). */
 export function segmentToKey (segment: string): string | undefined {

@@ -29,6 +29,7 @@ const MAX_MEMBERS = 512
 const OTHER_MS = 30_000
 const FINGER_REFRESH_MS = 10_000
 
+/** What a {@link Ring} is told by the node that owns it. */
 export interface RingOptions {
   /** how many predecessors to learn (the zone a node keeps records of) */
   predecessors: number
@@ -39,6 +40,7 @@ export interface RingOptions {
   onNeighbours?: () => void
 }
 
+/** One node's view of the ring: successors, predecessors, fingers and known members. */
 export class Ring {
   readonly self: string
   readonly id: string

@@ -8,7 +8,7 @@
  * re-delivery, hand-off and replication are idempotent and commute.
  */
 import { compareStamps, inRange, keyToSegment, ringId, segmentToKey } from './ring.ts'
-import type { AppStore, Rec, Value } from './types.ts'
+import type { AppStore, ReadonlyAppStore, Rec, Value } from './types.ts'
 
 /** How a version lays its records out in its store. */
 export interface RecordCodec {
@@ -66,6 +66,15 @@ export function batches (recs: Rec[], bytes: number): Rec[][] {
 /** Is `a` newer than `b`? */
 export function newer (a: Rec, b: Rec | undefined | null): boolean {
   return b == null || compareStamps(a.t, a.w, b.t, b.w) > 0
+}
+
+/** For invariants: true if every record under `prefix` passes `ok`, else the first that does not. */
+export async function everyRecord (state: ReadonlyAppStore, prefix: string, ok: (key: string, value: Value) => boolean): Promise<true | string> {
+  for await (const [storeKey, value] of state.entries(prefix)) {
+    const key = segmentToKey(storeKey.slice(prefix.length))
+    if (key == null || !ok(key, value)) return `malformed record at ${storeKey}`
+  }
+  return true
 }
 
 export class RecordStore {

@@ -113,6 +113,14 @@ export interface ChordApi {
   dump(after: string | null, limit: number): Promise<Rec[]>
 }
 
+/**
+ * A read as callers outside the ring see it — what a client's `get` answers, and the v1 wire's
+ * `get` and `fetch`: `{ value, stamp }`, or null (absent, or a tombstone).
+ */
+export function readAnswer (rec: Rec | null): Value {
+  return rec == null || rec.v === null ? null : { value: rec.v, stamp: [rec.t, rec.w] }
+}
+
 /** How an API speaks a wire: a method call on the peer (or the delegate) behind it. */
 export type Invoke = (method: string, args: Value[], deadlineMs?: number) => Promise<Value>
 

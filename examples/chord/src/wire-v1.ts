@@ -6,7 +6,7 @@
  */
 import { CONFIG } from './config.ts'
 import { bad, id, list, map, num, optStr, stamp, str, strs, value } from './check.ts'
-import { refused, type ChordApi, type ChordConfig, type Invoke, type Method, type NodeInfo, type Rec, type RingState, type Step, type Value } from './types.ts'
+import { readAnswer, refused, type ChordApi, type ChordConfig, type Invoke, type Method, type NodeInfo, type Rec, type RingState, type Step, type Value } from './types.ts'
 import type { RecordCodec } from './store.ts'
 
 type V1Record = { key: string, value: Value, stamp: [number, string] }
@@ -19,11 +19,6 @@ function fromV1 (v: Value | undefined): Rec {
   const m = map(v, 'record')
   const [t, w] = stamp(m.stamp)
   return { key: str(m.key, 'key'), t, w, v: value(m.value) }
-}
-
-/** A v1 read answer: `{ value, stamp }` or null. A tombstone is absence to a v1 caller. */
-function readV1 (rec: Rec | null): Value {
-  return rec == null || rec.v === null ? null : { value: rec.v, stamp: [rec.t, rec.w] }
 }
 
 function readFromV1 (key: string, v: Value): Rec | null {
@@ -65,8 +60,9 @@ function infoV1 (i: NodeInfo): Value {
 
 function infoFromV1 (v: Value): NodeInfo {
   const m = map(v, 'info')
+  if (m.class !== 'chord-node') throw bad(`not a chord node: ${String(m.class)}`)
   return {
-    class: m.class === 'chord-node' ? 'chord-node' : (() => { throw bad(`not a chord node: ${String(m.class)}`) })(),
+    class: 'chord-node',
     chord: num(m.chord, 'chord'),
     peer: str(m.peer, 'peer'),
     id: id(m.id, 'id'),
@@ -102,8 +98,8 @@ export function serveV1 (api: ChordApi): Record<string, Method> {
       const f = await api.lookup(id(target, 'id'), strs(avoid, 'avoid'))
       return { node: f.node, successors: f.succs, from: f.from }
     },
-    get: async ([key]) => readV1(await api.get(str(key, 'key'))),
-    fetch: async ([key]) => readV1(await api.peek(str(key, 'key'))),
+    get: async ([key]) => readAnswer(await api.get(str(key, 'key'))),
+    fetch: async ([key]) => readAnswer(await api.peek(str(key, 'key'))),
     put: async ([key, v, s]) => {
       const [t, w] = stamp(s)
       const stored = await api.put({ key: str(key, 'key'), t, w, v: value(v) })

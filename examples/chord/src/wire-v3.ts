@@ -6,7 +6,7 @@
  * bundle), then v2 → v3 (shipped in v3's).
  */
 import { CONFIG } from './config.ts'
-import { id, list, map, nums, num, optStr, str, strs, suffix, value } from './check.ts'
+import { bad, id, list, map, nums, num, optStr, str, strs, suffix, value } from './check.ts'
 import { callClientFacing, serveClientFacing } from './wire-v2.ts'
 import type { ChordApi, Invoke, Method, Rec, Step, Value } from './types.ts'
 import type { RecordCodec } from './store.ts'
@@ -17,7 +17,7 @@ export function toV3 (rec: Rec): Value {
 
 export function fromV3 (v: Value | undefined): Rec {
   const a = list(v, 'record')
-  if (a.length !== 3 && a.length !== 4) throw new Error('BadRequestError: record: expected [key, t, writer, value?]')
+  if (a.length !== 3 && a.length !== 4) throw bad('record: expected [key, t, writer, value?]')
   return { key: str(a[0], 'key'), t: num(a[1], 't'), w: str(a[2], 'writer'), v: a.length === 3 ? null : value(a[3]) }
 }
 
