@@ -7,6 +7,7 @@
 import { resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { BUILTIN_SCHEDULES } from '../src/index.ts'
+import { parseParams, UsageError } from '../src/cli/util.ts'
 import { TestnetUsageError } from './errors.ts'
 
 /** Faults injected during the rollout. */
@@ -167,21 +168,6 @@ export function parseFaults (value: string | undefined, nodes: number): FaultPla
   return plan
 }
 
-/** `KEY=VALUE` → a typed schedule parameter (true, false, null and numbers are typed). */
-export function parseParam (text: string): [string, string | number | boolean | null] {
-  const eq = text.indexOf('=')
-  if (eq <= 0) {
-    throw new TestnetUsageError(`--param: expected KEY=VALUE, got ${JSON.stringify(text)}`)
-  }
-  const key = text.slice(0, eq)
-  const raw = text.slice(eq + 1)
-  if (raw === 'true') return [key, true]
-  if (raw === 'false') return [key, false]
-  if (raw === 'null') return [key, null]
-  if (raw.trim() !== '' && Number.isFinite(Number(raw))) return [key, Number(raw)]
-  return [key, raw]
-}
-
 /**
  * Parses the testnet's flags strictly: an unknown flag, a missing value, a positional argument or
  * a value out of range throws {@link TestnetUsageError}.
@@ -210,7 +196,14 @@ export function parseTestnetArgs (argv: string[], cwd: string = process.cwd()): 
   if (!Object.hasOwn(BUILTIN_SCHEDULES, schedule)) {
     throw new TestnetUsageError(`--schedule: "${schedule}" is not a built-in schedule (${Object.keys(BUILTIN_SCHEDULES).join(', ')})`)
   }
-  const params = Object.fromEntries((v.param ?? []).map(parseParam))
+  let params: TestnetOptions['params']
+  try {
+    // typed as `molt publish --param` types them: the same parameters of the same manifest
+    params = parseParams(v.param ?? []) ?? {}
+  } catch (err) {
+    if (err instanceof UsageError) throw new TestnetUsageError(err.message)
+    throw err
+  }
   let to = 2
   if (v.to != null) {
     const m = /^v?(\d+)$/.exec(v.to.trim())

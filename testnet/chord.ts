@@ -8,15 +8,9 @@
 import { existsSync } from 'node:fs'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { ChordExampleError } from './errors.ts'
+import type { BundleFiles, ChordBundles } from '../examples/chord/build.ts'
 
-/** A bundle's files by path. */
-export type BundleFiles = Map<string, Uint8Array>
-
-/** The Chord example's bundles (the contract of `examples/chord/build.ts`). */
-export interface ChordBundles {
-  node: { v1: BundleFiles, v2: BundleFiles, v3?: BundleFiles }
-  client: { v1: BundleFiles, v2: BundleFiles }
-}
+export type { BundleFiles, ChordBundles }
 
 /** The example's bundles and class names. */
 export interface ChordExample {
@@ -33,52 +27,29 @@ export function chordVersion (systemVersion: number): number {
   return systemVersion + 1
 }
 
-/** The system version that runs a Chord version. */
-export function systemVersion (chord: number): number {
-  return chord - 1
-}
-
-/** `v2 (system 1)`: how versions are shown. */
+/** `v2` for system version 1: how versions are shown. */
 export function versionLabel (systemVersion: number): string {
   return `v${chordVersion(systemVersion)}`
 }
 
-function isFiles (value: unknown): value is BundleFiles {
-  return value instanceof Map && [...value.entries()].every(([k, v]) => typeof k === 'string' && v instanceof Uint8Array)
-}
-
 /**
- * Builds the example's bundles through `examples/chord/build.ts` (`buildChordBundles()`).
- * `MOLT_TESTNET_CHORD` may name another build module with the same contract.
+ * Builds the example's bundles through `examples/chord/build.ts` (`buildChordBundles()`), loaded
+ * only when a run needs it (it loads esbuild).
  */
 export async function loadChord (): Promise<ChordExample> {
-  const path = process.env.MOLT_TESTNET_CHORD ?? CHORD_BUILD
-  if (!existsSync(path)) {
-    throw new ChordExampleError(`the Chord example is missing: ${path} does not exist`)
+  if (!existsSync(CHORD_BUILD)) {
+    throw new ChordExampleError(`the Chord example is missing: ${CHORD_BUILD} does not exist`)
   }
-  let mod: { buildChordBundles?: unknown, CHORD_NODE?: unknown, CHORD_CLIENT?: unknown }
+  let mod: typeof import('../examples/chord/build.ts')
   try {
-    mod = await import(pathToFileURL(path).href) as typeof mod
+    mod = await import(pathToFileURL(CHORD_BUILD).href) as typeof mod
   } catch (err) {
-    throw new ChordExampleError(`cannot load ${path}: ${(err as Error).message}`, { cause: err })
+    throw new ChordExampleError(`cannot load ${CHORD_BUILD}: ${(err as Error).message}`, { cause: err })
   }
-  if (typeof mod.buildChordBundles !== 'function') {
-    throw new ChordExampleError(`${path} does not export buildChordBundles()`)
-  }
-  let bundles: ChordBundles
   try {
-    bundles = await (mod.buildChordBundles as () => Promise<ChordBundles>)()
+    return { bundles: await mod.buildChordBundles(), nodeClass: mod.CHORD_NODE, clientClass: mod.CHORD_CLIENT }
   } catch (err) {
     throw new ChordExampleError(`buildChordBundles() failed: ${(err as Error).message}`, { cause: err })
-  }
-  if (bundles == null || !isFiles(bundles.node?.v1) || !isFiles(bundles.node?.v2) || !isFiles(bundles.client?.v1) || !isFiles(bundles.client?.v2) ||
-    (bundles.node.v3 != null && !isFiles(bundles.node.v3))) {
-    throw new ChordExampleError('buildChordBundles() must return { node: { v1, v2, v3? }, client: { v1, v2 } }, each a Map of files')
-  }
-  return {
-    bundles,
-    nodeClass: typeof mod.CHORD_NODE === 'string' ? mod.CHORD_NODE : 'chord-node',
-    clientClass: typeof mod.CHORD_CLIENT === 'string' ? mod.CHORD_CLIENT : 'chord-client'
   }
 }
 

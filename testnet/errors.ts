@@ -17,7 +17,7 @@ export class TestnetUsageError extends TestnetError {
   override readonly name = 'TestnetUsageError'
 }
 
-/** A member (node or client) could not start, or exited when it should not have. */
+/** A member (node or client) could not start or was not ready in time, or exited when it should not have. */
 export class MemberFailedError extends TestnetError {
   static override readonly name = 'MemberFailedError'
   override readonly name = 'MemberFailedError'

@@ -19,7 +19,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url'
 import { logger } from '@libp2p/logger'
 import { openStore, type MoltStore } from '../src/index.ts'
 import { MemberFailedError, MemberRequestError } from './errors.ts'
-import { memoryChannel, type FromMember, type LauncherChannel, type MemberConfig, type MemberEvent, type MemberStatus, type OpSample, type Op, type RequestMap, type Role } from './ipc.ts'
+import { memoryChannel, type FromMember, type LauncherChannel, type MemberConfig, type MemberEvent, type MemberRequest, type MemberStatus, type OpSample, type Op, type RequestMap, type Role } from './ipc.ts'
 import { startMember, type Member } from './member.ts'
 
 const log = logger('molt:testnet:fleet')
@@ -36,7 +36,14 @@ export interface FleetListener {
 }
 
 /** Request arguments without the op. */
-type Args<K extends Op> = Omit<Extract<import('./ipc.ts').MemberRequest, { op: K }>, 'op'>
+type Args<K extends Op> = Omit<Extract<MemberRequest, { op: K }>, 'op'>
+
+/**
+ * How long a member may take from its (re)start to its `ready`: far more than a healthy start
+ * takes (its app worker alone may take the host's 60 s start timeout), so that only a start that
+ * will never finish trips it, rather than leaving the launcher waiting forever.
+ */
+export const MEMBER_START_TIMEOUT_MS = 180_000
 
 /** One member as the launcher sees it. */
 export abstract class MemberHandle {
@@ -51,7 +58,10 @@ export abstract class MemberHandle {
   starting = false
   private nextId = 1
   private readonly pending = new Map<number, { resolve(v: unknown): void, reject(e: Error): void, timer: ReturnType<typeof setTimeout> }>()
-  protected channel: LauncherChannel | undefined
+  /** the launcher's end of the member's channel (its messages arrive through `receive`) */
+  protected channel: Pick<LauncherChannel, 'send'> | undefined
+  /** the current start: resolved by `ready`, rejected by `fatal`, an exit, the deadline or the signal */
+  protected ready: PromiseWithResolvers<void> | undefined
 
   constructor (readonly config: MemberConfig, protected readonly listener: FleetListener) {}
 
@@ -61,8 +71,41 @@ export abstract class MemberHandle {
   /** the process id, when it is a process */
   abstract get pid (): number | undefined
 
-  /** starts (or restarts) it; resolves once it is ready */
-  abstract start (): Promise<void>
+  /**
+   * Starts (or restarts) it; resolves once it is ready. Rejects with {@link MemberFailedError}
+   * when it fails to start or is not ready within {@link MEMBER_START_TIMEOUT_MS}, and with the
+   * signal's reason when `signal` aborts first; either way the start is given up on (see
+   * {@link MemberHandle.abandon}).
+   */
+  async start (signal?: AbortSignal): Promise<void> {
+    signal?.throwIfAborted()
+    this.starting = true
+    this.expectingExit = false
+    const ready = this.ready = Promise.withResolvers<void>()
+    const giveUp = (reason: unknown): void => {
+      ready.reject(reason)
+      this.abandon()
+    }
+    const timer = setTimeout(() => {
+      giveUp(new MemberFailedError(`${this.name} was not ready within ${MEMBER_START_TIMEOUT_MS / 1000} s of its start`))
+    }, MEMBER_START_TIMEOUT_MS)
+    const onAbort = (): void => { giveUp(signal?.reason) }
+    signal?.addEventListener('abort', onAbort, { once: true })
+    try {
+      // both: `ready` may come before the launch has finished its own bookkeeping
+      await Promise.all([ready.promise, this.launch()])
+    } finally {
+      clearTimeout(timer)
+      signal?.removeEventListener('abort', onAbort)
+      this.starting = false
+    }
+  }
+
+  /** Launches it; its `ready` (or `fatal`, or exit) settles {@link MemberHandle.ready}. */
+  protected abstract launch (): Promise<void>
+
+  /** Gives up on a start that did not finish in time (or was interrupted). */
+  protected abstract abandon (): void
 
   /** SIGKILL (processes only) */
   abstract kill (): void
@@ -83,12 +126,12 @@ export abstract class MemberHandle {
         reject(new MemberRequestError(`${this.name}: no answer to ${op} within ${timeoutMs} ms`))
       }, timeoutMs)
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, timer })
-      channel.send({ type: 'request', id, request: { op, ...args } as import('./ipc.ts').MemberRequest })
+      channel.send({ type: 'request', id, request: { op, ...args } as MemberRequest })
     })
   }
 
-  /** Handles a message from the member; `ready` and `fatal` go to `onStart`. */
-  protected receive (message: FromMember, onStart: (m: FromMember) => void): void {
+  /** Handles a message from the member. */
+  protected receive (message: FromMember): void {
     switch (message.type) {
       case 'ready':
         this.peerId = message.peerId
@@ -96,11 +139,11 @@ export abstract class MemberHandle {
         this.admin = message.admin
         this.status = message.status
         this.alive = true
-        onStart(message)
+        this.ready?.resolve()
         this.listener.status(this, message.status)
         return
       case 'fatal':
-        onStart(message)
+        this.ready?.reject(new MemberFailedError(`${this.name} failed to start: ${message.error.name}: ${message.error.message}`))
         return
       case 'status':
         this.status = message.status
@@ -229,51 +272,35 @@ export class ProcessMember extends MemberHandle {
 
   get pid (): number | undefined { return this.child?.pid }
 
-  async start (): Promise<void> {
-    this.starting = true
-    try {
-      await this.startProcess()
-    } finally {
-      this.starting = false
-    }
-  }
-
-  private async startProcess (): Promise<void> {
+  protected async launch (): Promise<void> {
     const logFd = await open(this.logFile, 'a')
     // the arguments only label the process (ps, /proc/*/cmdline): its config comes over IPC
     const child = fork(this.entry.path, ['--testnet', dirname(this.logFile), '--member', this.name], {
       execPath: process.execPath,
       execArgv: this.entry.execArgv,
       serialization: 'advanced',
-      stdio: ['ignore', logFd.fd, logFd.fd, 'ipc'],
-      env: { ...process.env, MOLT_TESTNET_MEMBER: this.name }
+      stdio: ['ignore', logFd.fd, logFd.fd, 'ipc']
     })
     await logFd.close()
     this.child = child
-    this.expectingExit = false
-    const handlers: Array<(m: FromMember) => void> = []
-    this.channel = {
-      send: (m) => { if (child.connected) child.send(m) },
-      onMessage: (h) => { handlers.push(h) }
-    }
+    this.channel = { send: (m) => { if (child.connected) child.send(m) } }
+    // this start's, not a later restart's: this process may exit after it was replaced
+    const ready = this.ready
     const { promise: exited, resolve: onExit } = Promise.withResolvers<void>()
     this.exited = exited
-    const started = Promise.withResolvers<void>()
-    child.on('message', (raw) => {
-      this.receive(raw as FromMember, (m) => {
-        if (m.type === 'ready') started.resolve()
-        else if (m.type === 'fatal') started.reject(new MemberFailedError(`${this.name} failed to start: ${m.error.name}: ${m.error.message}`))
-      })
-    })
+    child.on('message', (raw) => { this.receive(raw as FromMember) })
     child.on('exit', (code, signal) => {
       this.alive = false
       this.failPending(`exited (${signal ?? code})`)
-      started.reject(new MemberFailedError(`${this.name} exited (${signal ?? code}) before it was ready; see ${this.logFile}`))
+      ready?.reject(new MemberFailedError(`${this.name} exited (${signal ?? code}) before it was ready; see ${this.logFile}`))
       this.listener.exited(this, { code, signal, expected: this.expectingExit })
       onExit()
     })
     child.send({ type: 'start', config: this.config })
-    await started.promise
+  }
+
+  protected abandon (): void {
+    this.kill()
   }
 
   kill (): void {
@@ -298,9 +325,26 @@ export class ProcessMember extends MemberHandle {
   }
 }
 
+/** The compiled `member.js` modules loaded, by path: loaded once, not once per member start. */
+const compiledMembers = new Map<string, Promise<typeof startMember>>()
+
+/** `startMember` from the compiled entry when there is one (see {@link LocalMember}), else from the sources. */
+async function startMemberOf (entry: MemberEntry | undefined): Promise<typeof startMember> {
+  if (entry == null || !entry.path.endsWith('.js')) return startMember
+  const path = join(dirname(entry.path), 'member.js')
+  let loaded = compiledMembers.get(path)
+  if (loaded == null) {
+    loaded = import(pathToFileURL(path).href).then((m: typeof import('./member.ts')) => m.startMember)
+    compiledMembers.set(path, loaded)
+  }
+  return await loaded
+}
+
 /** A member in the launcher's own process, on the memory transport, in a sub-level of one store. */
 export class LocalMember extends MemberHandle {
   private member: Member | undefined
+  /** set when a start was given up on: the member it still makes is stopped once made */
+  private abandoned = false
 
   /**
    * `entry`: the compiled member entry ({@link buildMemberEntry}); its `member.js` is loaded
@@ -313,18 +357,29 @@ export class LocalMember extends MemberHandle {
 
   get pid (): number | undefined { return undefined }
 
-  async start (): Promise<void> {
+  protected async launch (): Promise<void> {
+    this.abandoned = false
     const { launcher, member } = memoryChannel()
     this.channel = launcher
-    this.expectingExit = false
-    launcher.onMessage((m) => { this.receive(m, () => {}) })
+    launcher.onMessage((m) => { this.receive(m) })
     const store = await openStore({ datastore: this.shared.namespace(`members/${this.name}`) })
-    const start = this.entry != null && this.entry.path.endsWith('.js')
-      ? (await import(pathToFileURL(join(dirname(this.entry.path), 'member.js')).href) as typeof import('./member.ts')).startMember
-      : startMember
-    this.member = await start(this.config, member, { store, measureMemory: false })
-    // the ready message is delivered asynchronously: wait for it
-    while (!this.alive) await new Promise(resolve => setTimeout(resolve, 5))
+    let started: Member
+    try {
+      started = await (await startMemberOf(this.entry))(this.config, member, { store, measureMemory: false })
+    } catch (err) {
+      throw new MemberFailedError(`${this.name} failed to start: ${(err as Error).name}: ${(err as Error).message}`, { cause: err })
+    }
+    if (this.abandoned) {
+      await started.stop()
+      return
+    }
+    this.member = started
+  }
+
+  protected abandon (): void {
+    // an in-process start cannot be cut short: what it makes is stopped when it is made
+    this.abandoned = true
+    this.alive = false
   }
 
   kill (): void {

@@ -27,8 +27,6 @@ export interface MemberConfig {
   genesis: GenesisConfigJSON
   /** its own data directory (a node process); absent in-process */
   dataDir?: string
-  /** in-process: the namespace of the shared store that holds this member */
-  storeNamespace?: string
   listen: string[]
   bootstrap: string[]
   /** bundle directories to pack and serve from the start */
@@ -41,12 +39,6 @@ export interface MemberConfig {
   fleet: { announceMs: number, evalEveryMs: number }
   /** the upgrade manager's retry period, ms */
   retryMs: number
-  /**
-   * Where libp2p keeps its peer book: `store` is molt's default (a namespace of the node's
-   * LevelDB store); `memory` builds the node's libp2p with `createOverlay` on an in-memory
-   * datastore and hands it to `createMoltNode`.
-   */
-  peerStore: 'store' | 'memory'
   /** what its fleet view counts, once the launcher assigned it (kept across restarts) */
   counted?: { group?: string, replicas?: string[], roster?: string[] }
 }

@@ -12,7 +12,6 @@ import { readFileSync } from 'node:fs'
 import { logger } from '@libp2p/logger'
 import { multiaddr } from '@multiformats/multiaddr'
 import { fromString } from 'uint8arrays/from-string'
-import { MemoryDatastore } from 'datastore-core'
 import { createMoltNode, createOverlay, decodeSignedManifest, genesisFromJSON, openStore, startAdminServer, type AdminServer, type MoltNode, type MoltStore } from '../src/index.ts'
 import { loadIdentity } from '../src/node/identity.ts'
 import { createPartitionGater } from './gater.ts'
@@ -89,31 +88,41 @@ export async function startMember (config: MemberConfig, channel: MemberChannel,
   const store = resources.store ?? await openStore(config.dataDir != null ? { path: config.dataDir } : { memory: true })
   // the identity molt keeps in the store, so a restart from the data directory keeps the peer id
   const privateKey = await loadIdentity(store.namespace('node'))
-  // libp2p's peer book in memory (see MemberConfig.peerStore)
-  const libp2p = config.peerStore === 'memory'
-    ? await createOverlay({ system: genesis.system, profile: 'local', listen: config.listen, privateKey, datastore: new MemoryDatastore(), connectionGater: gater.gater })
-    : undefined
-  const node = await createMoltNode({
-    genesis,
-    store,
-    privateKey,
-    ...(libp2p != null ? { libp2p } : { profile: 'local' as const, listen: config.listen, connectionGater: gater.gater }),
-    bootstrap: config.bootstrap,
-    pack: config.pack,
-    // a node fetches (then serves) only the bundles of the class it runs, through its manager:
-    // half the bundle discovery traffic, when every node would otherwise fetch the client's too;
-    // the publisher packs and serves every bundle
-    fetchBundles: false,
-    app: {
-      class: config.class,
-      // generous deadlines: a testnet of 19 processes on two cores is slow at times, and a
-      // version that missed a deadline here is marked bad and never retried
-      manager: { retryMs: config.retryMs, transformMs: 120_000, checkMs: 120_000, quiesceMs: 20_000 },
-      // sixteen processes starting at once on two cores: a worker may take a while to come up
-      host: { startTimeoutMs: 60_000 },
-      fleet: { announceMs: config.fleet.announceMs, evalEveryMs: config.fleet.evalEveryMs }
-    }
-  })
+  // the member's own libp2p, so that its peer book lives in memory (createOverlay's default)
+  // rather than in a namespace of the store, as createMoltNode's own libp2p would keep it: the
+  // peer book changes with every connection, and a restarted member relearns its peers anyway
+  const libp2p = await createOverlay({ system: genesis.system, profile: 'local', listen: config.listen, privateKey, connectionGater: gater.gater })
+  let node: MoltNode
+  try {
+    node = await createMoltNode({
+      genesis,
+      store,
+      privateKey,
+      libp2p,
+      bootstrap: config.bootstrap,
+      pack: config.pack,
+      // a node fetches (then serves) only the bundles of the class it runs, through its manager:
+      // half the bundle discovery traffic, when every node would otherwise fetch the client's too;
+      // the publisher packs and serves every bundle
+      fetchBundles: false,
+      app: {
+        class: config.class,
+        // generous deadlines: a testnet of 19 processes on two cores is slow at times, and a
+        // version that missed a deadline here is marked bad and never retried
+        manager: { retryMs: config.retryMs, transformMs: 120_000, checkMs: 120_000, quiesceMs: 20_000 },
+        // sixteen processes starting at once on two cores: a worker may take a while to come up
+        host: { startTimeoutMs: 60_000 },
+        fleet: { announceMs: config.fleet.announceMs, evalEveryMs: config.fleet.evalEveryMs }
+      }
+    })
+  } catch (err) {
+    // createMoltNode does not stop a libp2p it was given, nor close a store it was given
+    await libp2p.stop()
+    if (ownStore) await store.close()
+    throw err
+  }
+  const app = node.app
+  if (app == null) throw new Error('the member runs no app')
   let admin: AdminServer | undefined
   if (config.admin && config.dataDir != null) {
     try {
@@ -123,12 +132,12 @@ export async function startMember (config: MemberConfig, channel: MemberChannel,
     }
   }
 
-  const app0 = node.app
-  if (app0 != null && config.counted != null) {
-    const { group, replicas, roster } = config.counted
-    app0.fleet.setCounted({ ...(replicas != null ? { replicas } : {}), ...(roster != null ? { roster } : {}) })
-    if (group != null) await app0.fleet.update({ tags: { ...app0.fleet.own().tags, group } })
+  /** what its fleet view counts (see RequestMap.counted) */
+  const count = async ({ group, replicas, roster }: NonNullable<MemberConfig['counted']>): Promise<void> => {
+    app.fleet.setCounted({ ...(replicas != null ? { replicas } : {}), ...(roster != null ? { roster } : {}) })
+    if (group != null) await app.fleet.update({ tags: { ...app.fleet.own().tags, group } })
   }
+  if (config.counted != null) await count(config.counted)
 
   // --- what the launcher hears ----------------------------------------------------------------
   const event = (e: MemberEvent): void => {
@@ -140,17 +149,16 @@ export async function startMember (config: MemberConfig, channel: MemberChannel,
   node.addEventListener('upgrade:phase', (e) => { event({ kind: 'phase', at: Date.now(), version: e.detail.version, phase: e.detail.phase }) })
   node.addEventListener('upgrade:completed', (e) => { event({ kind: 'completed', at: Date.now(), from: e.detail.from, to: e.detail.to }) })
   node.addEventListener('upgrade:advanced', (e) => { event({ kind: 'advanced', at: Date.now(), from: e.detail.from, to: e.detail.to }) })
-  node.addEventListener('upgrade:rolled-back', (e) => { event({ kind: 'rolled-back', at: Date.now(), version: e.detail.version, error: `${e.detail.error.name}: ${e.detail.error.message}` }) })
-  node.addEventListener('upgrade:postponed', (e) => { event({ kind: 'postponed', at: Date.now(), version: e.detail.version, error: `${e.detail.error.name}: ${e.detail.error.message}` }) })
-  node.addEventListener('schedule:error', (e) => { event({ kind: 'schedule-error', at: Date.now(), version: e.detail.version, error: `${e.detail.error.name}: ${e.detail.error.message}` }) })
+  const text = (err: Error): string => `${err.name}: ${err.message}`
+  node.addEventListener('upgrade:rolled-back', (e) => { event({ kind: 'rolled-back', at: Date.now(), version: e.detail.version, error: text(e.detail.error) }) })
+  node.addEventListener('upgrade:postponed', (e) => { event({ kind: 'postponed', at: Date.now(), version: e.detail.version, error: text(e.detail.error) }) })
+  node.addEventListener('schedule:error', (e) => { event({ kind: 'schedule-error', at: Date.now(), version: e.detail.version, error: text(e.detail.error) }) })
   node.addEventListener('rollout:halted', (e) => { event({ kind: 'halted', at: Date.now(), version: e.detail.proof.version }) })
   node.addEventListener('control:accepted', (e) => { event({ kind: 'control', at: Date.now(), seq: e.detail.control.body.seq }) })
   const statusTimer = setInterval(pushStatus, config.statusMs)
   statusTimer.unref?.()
 
   // --- clients: the workload --------------------------------------------------------------------
-  const app = node.app
-  if (app == null) throw new Error('the member runs no app')
   const workload = new Workload(
     config.name,
     async (method, args, options) => await app.layer.call(node.peerId, method, args, options),
@@ -170,7 +178,7 @@ export async function startMember (config: MemberConfig, channel: MemberChannel,
       }
       await admin?.close().catch(() => {})
       await node.stop()
-      await libp2p?.stop()
+      await libp2p.stop()
       if (ownStore) await store.close()
     })()
     await stopped
@@ -202,9 +210,8 @@ export async function startMember (config: MemberConfig, channel: MemberChannel,
     },
     dial: async ({ addresses }) => ({ dialled: await dialAll(node, addresses) }),
     view: async () => app.fleet.entries().map(e => ({ peer: e.peer, class: e.class, version: e.version, target: e.target, phase: e.phase, source: e.source, heardMsAgo: Date.now() - e.heardAt, called: e.called })),
-    counted: async ({ group, replicas, roster }) => {
-      app.fleet.setCounted({ ...(replicas != null ? { replicas } : {}), ...(roster != null ? { roster } : {}) })
-      if (group != null) await app.fleet.update({ tags: { ...app.fleet.own().tags, group } })
+    counted: async (request) => {
+      await count(request)
       return { ok: true }
     },
     'workload-start': async ({ plan }) => {

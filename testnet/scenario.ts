@@ -11,12 +11,13 @@ import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { logger } from '@libp2p/logger'
 import { toString } from 'uint8arrays/to-string'
-import { encodeSignedManifest, genesisToJSON, openStore, type MoltStore, type SignedManifest } from '../src/index.ts'
+import { encodeSignedManifest, genesisManifest, genesisToJSON, openStore, type MoltStore, type SignedManifest } from '../src/index.ts'
+import { untilAborted } from '../src/cli/node.ts'
 import { arcGroups, loadChord, ringState, versionLabel, type NodeInfo, type RingState } from './chord.ts'
-import { InterruptedError, MemberFailedError, MemberRequestError, StageTimeoutError } from './errors.ts'
+import { ChordExampleError, InterruptedError, MemberFailedError, StageTimeoutError } from './errors.ts'
 import { buildMemberEntry, LocalMember, ProcessMember, type MemberEntry, type MemberHandle } from './fleet.ts'
 import { Recorder } from './recorder.ts'
-import { genesisOf, prepare, upgradeManifest, type TestnetSetup } from './setup.ts'
+import { prepare, upgradeManifest, type TestnetSetup } from './setup.ts'
 import { summarise, type Summary } from './summary.ts'
 import { checkWrites, keysOf, type WriteCheck } from './verify.ts'
 import { seeded, sleep } from './workload.ts'
@@ -110,6 +111,11 @@ function shuffle<T> (items: readonly T[], random: () => number): T[] {
   return out
 }
 
+/** The peer ids of the members that have one (that have been ready once). */
+function peerIds (members: readonly MemberHandle[]): string[] {
+  return members.map(m => m.peerId).filter((p): p is string => p != null)
+}
+
 /** A run. */
 class Testnet {
   readonly rec = new Recorder()
@@ -123,6 +129,8 @@ class Testnet {
   private ring: RingState | undefined
   private readonly signal: AbortSignal
   private head: SignedManifest | undefined
+  /** the nodes' last `info` answers, written to `<data>/ring.json` after a failure */
+  private lastRing: { at: string, ring: RingState, infos: NodeInfo[] } | undefined
 
   constructor (private readonly options: TestnetOptions, private readonly io: TestnetIO) {
     this.random = seeded(options.seed)
@@ -158,9 +166,9 @@ class Testnet {
       this.stage('building the Chord example')
       const chord = await loadChord()
       const setup = this.setup = await prepare(o.dataDir, chord)
-      this.head = await genesisOf(setup)
+      this.head = await genesisManifest(setup.genesis)
       if (o.to === 3 && !setup.bundles.node.has(3)) {
-        throw new MemberRequestError('--to 3: the Chord example has no v3')
+        throw new ChordExampleError('--to 3: the Chord example has no v3')
       }
       this.stage('compiling the members')
       this.entry = await buildMemberEntry()
@@ -208,7 +216,6 @@ class Testnet {
       this.rec.marks.verified = Date.now()
       this.rec.marks.end = Date.now()
       const summary = summarise({ options: o, rec: this.rec, check, setup, records, target })
-      this.view.stop()
       return { summary, passed: summary.checks.passed }
     } catch (err) {
       await this.dumpState(err as Error)
@@ -223,10 +230,14 @@ class Testnet {
   }
 
   /**
-   * After a failure: every member's last status and events go to `<data>/members.json`, and the
-   * members not at the target are listed on stderr.
+   * After a failure: every member's last status and events go to `<data>/members.json`, the
+   * nodes' last `info` answers to `<data>/ring.json`, and the members not at the target are
+   * listed on stderr.
    */
   private async dumpState (err: Error): Promise<void> {
+    if (this.lastRing != null) {
+      await writeFile(join(this.options.dataDir, 'ring.json'), JSON.stringify(this.lastRing, null, 2)).catch(() => {})
+    }
     const tracks = [...this.rec.members.values()]
     const views = Object.fromEntries(await Promise.all(this.members.filter(m => m.alive).map(async m => [m.name, await m.request('view', {}, 5000).catch(() => null)] as const)))
     await writeFile(join(this.options.dataDir, 'members.json'), JSON.stringify({ error: `${err.name}: ${err.message}`, marks: this.rec.marks, members: tracks.map(t => ({ ...t, manifestAt: [...t.manifestAt], reachedAt: [...t.reachedAt], view: views[t.name] ?? null })) }, null, 2)).catch(() => {})
@@ -257,10 +268,7 @@ class Testnet {
       this.io.err('  (in-process members have no admin sockets)')
     }
     for (const m of this.members) this.io.err(`  ${m.name} ${m.peerId ?? ''} ${m.config.dataDir ?? ''}`)
-    await new Promise<void>(resolve => {
-      if (signal.aborted) { resolve(); return }
-      signal.addEventListener('abort', () => { resolve() }, { once: true })
-    })
+    await untilAborted(signal)
   }
 
   /** Stops every member and closes the shared store. */
@@ -279,15 +287,14 @@ class Testnet {
       role,
       class: role === 'node' ? setup.nodeClass : setup.clientClass,
       genesis: genesisToJSON(setup.genesis),
-      ...(dataDir != null ? { dataDir } : { storeNamespace: name }),
+      ...(dataDir != null ? { dataDir } : {}),
       listen: this.options.inProcess ? [`/memory/testnet-${process.pid}-${name}`] : ['/ip4/127.0.0.1/tcp/0'],
       bootstrap: [],
       pack,
       admin: !this.options.inProcess,
       statusMs: TUNING.statusMs,
       fleet: TUNING.fleet,
-      retryMs: TUNING.retryMs,
-      peerStore: process.env.MOLT_TESTNET_PEERSTORE === 'store' ? 'store' : 'memory'
+      retryMs: TUNING.retryMs
     }
   }
 
@@ -308,7 +315,7 @@ class Testnet {
 
   private async startOne (m: MemberHandle): Promise<void> {
     m.config.bootstrap = this.bootstrapFor(TUNING.bootstrapPeers)
-    await m.start()
+    await m.start(this.signal)
     const t = this.rec.track(m.name, m.role)
     t.alive = true
     if (m.peerId != null) t.peerId = m.peerId
@@ -382,8 +389,7 @@ class Testnet {
       this.failFast()
       const infos = await this.infos()
       const ring = ringState(infos)
-      // the last answers, for diagnosis
-      await writeFile(join(this.options.dataDir, 'ring.json'), JSON.stringify({ at: new Date().toISOString(), ring, infos }, null, 2)).catch(() => {})
+      this.lastRing = { at: new Date().toISOString(), ring, infos }
       if (!ring.stable || infos.length < this.nodes.length) {
         stableSince = 0
         this.view?.detail(ring.reason ?? `${infos.length} of ${this.nodes.length} nodes answer`)
@@ -404,12 +410,12 @@ class Testnet {
     const order = this.ring?.order ?? []
     const groups = arcGroups(order, TUNING.arc)
     const byName = new Map(this.members.map(m => [m.name, m]))
-    const roster = this.nodes.map(n => n.peerId).filter((p): p is string => p != null)
+    const roster = peerIds(this.nodes)
     await Promise.all([
       ...groups.flatMap((group, g) => group.map(async name => {
         const m = byName.get(name)
         if (m == null) return
-        const replicas = group.filter(n => n !== name).map(n => byName.get(n)?.peerId).filter((p): p is string => p != null)
+        const replicas = peerIds(group.filter(n => n !== name).map(n => byName.get(n)).filter(x => x != null))
         m.config.counted = { group: `arc-${g}`, replicas }
         await m.request('counted', m.config.counted)
       })),
@@ -484,7 +490,7 @@ class Testnet {
   private async publish (version: number, withFaults: boolean): Promise<void> {
     const setup = this.setup as TestnetSetup
     const o = this.options
-    const roster = this.nodes.map(n => n.peerId).filter((p): p is string => p != null)
+    const roster = peerIds(this.nodes)
     const { manifest, pack } = await upgradeManifest(setup, this.head as SignedManifest, version, { schedule: o.schedule, params: o.params, roster })
     this.head = manifest
     const live = this.nodes.filter(n => n.alive)
@@ -584,11 +590,10 @@ class Testnet {
     const sideA = this.members.filter(m => a.has(m.name))
     const sideB = this.members.filter(m => !a.has(m.name))
     this.rec.marks.sides = { a: sideA.map(m => m.name), b: sideB.map(m => m.name) }
-    const ids = (ms: MemberHandle[]): string[] => ms.map(m => m.peerId).filter((p): p is string => p != null)
     this.rec.marks.partition = Date.now()
     await Promise.all([
-      ...sideA.filter(m => m.alive).map(async m => { await m.request('partition', { deny: ids(sideB) }) }),
-      ...sideB.filter(m => m.alive).map(async m => { await m.request('partition', { deny: ids(sideA) }) })
+      ...sideA.filter(m => m.alive).map(async m => { await m.request('partition', { deny: peerIds(sideB) }) }),
+      ...sideB.filter(m => m.alive).map(async m => { await m.request('partition', { deny: peerIds(sideA) }) })
     ])
     this.rec.note(`partitioned: ${sideA.map(m => m.name).join(' ')} | ${sideB.map(m => m.name).join(' ')}`)
     await sleep(TUNING.partitionMs, this.signal)

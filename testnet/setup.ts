@@ -7,14 +7,14 @@
  * @packageDocumentation
  */
 import { existsSync } from 'node:fs'
-import { chmod, mkdir, readdir, rm, writeFile } from 'node:fs/promises'
+import { mkdir, readdir, rm, writeFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
-import { generateKeyPair, privateKeyToProtobuf, publicKeyToProtobuf } from '@libp2p/crypto/keys'
-import { toString } from 'uint8arrays/to-string'
+import { publicKeyToProtobuf } from '@libp2p/crypto/keys'
 import {
-  buildBundle, createManifest, encodeSignedManifest, genesisManifest, genesisToJSON, signManifest,
+  buildBundle, createManifest, encodeSignedManifest, genesisToJSON, signManifest,
   type ClassUpgrade, type GenesisConfig, type SignedManifest
 } from '../src/index.ts'
+import { newKeyFile, readPrivateKey, writeFileAtomic } from '../src/cli/util.ts'
 import { TestnetError } from './errors.ts'
 import type { BundleFiles, ChordExample } from './chord.ts'
 import type { PrivateKey } from '@libp2p/interface'
@@ -41,10 +41,9 @@ export async function freshDataDir (dir: string): Promise<void> {
   await writeFile(join(dir, MARKER), 'made by npm run testnet; wiped at every start\n')
 }
 
-/** A bundle written out as a directory, with its CID and size. */
+/** A bundle written out as a directory, with its root and size. */
 export interface BundleDir {
   dir: string
-  cid: string
   size: number
   /** for the manifest */
   root: Awaited<ReturnType<typeof buildBundle>>['root']
@@ -58,14 +57,16 @@ async function writeBundle (dir: string, files: BundleFiles): Promise<BundleDir>
     await writeFile(full, bytes)
   }
   const built = await buildBundle(files)
-  return { dir, cid: built.root.toString(), size: built.size, root: built.root }
+  return { dir, size: built.size, root: built.root }
 }
 
-/** A key as a `molt keygen` file (mode 0600). */
-async function writeKey (path: string, key: PrivateKey): Promise<void> {
-  const json = { format: 'molt-key/1', type: 'Ed25519', privateKey: toString(privateKeyToProtobuf(key), 'base64'), publicKey: toString(publicKeyToProtobuf(key.publicKey), 'base64') }
-  await writeFile(path, JSON.stringify(json, null, 2) + '\n', { mode: 0o600 })
-  await chmod(path, 0o600)
+/**
+ * Makes a key as `molt keygen` does (a key file, mode 0600) and reads it back as `molt publish
+ * --key` does, so a kept testnet's key files are what the CLI takes.
+ */
+async function makeKey (path: string): Promise<PrivateKey> {
+  await writeFileAtomic(path, JSON.stringify(await newKeyFile(), null, 2) + '\n', { mode: 0o600 })
+  return await readPrivateKey(path)
 }
 
 /** Everything made before the members start. */
@@ -85,12 +86,10 @@ export interface TestnetSetup {
 /** Makes the keys, the genesis and the bundle directories in a fresh data directory. */
 export async function prepare (dataDir: string, chord: ChordExample): Promise<TestnetSetup> {
   await freshDataDir(dataDir)
-  const root = await generateKeyPair('Ed25519')
-  const release = await generateKeyPair('Ed25519')
   const rootKeyPath = join(dataDir, 'root.key')
   const releaseKeyPath = join(dataDir, 'release.key')
-  await writeKey(rootKeyPath, root)
-  await writeKey(releaseKeyPath, release)
+  const root = await makeKey(rootKeyPath)
+  const release = await makeKey(releaseKeyPath)
   const bundleRoot = join(dataDir, 'bundles')
   const node = new Map<number, BundleDir>()
   const client = new Map<number, BundleDir>()
@@ -161,9 +160,4 @@ export async function upgradeManifest (setup: TestnetSetup, previous: SignedMani
   const manifest = await signManifest(unsigned, setup.releaseKey)
   await writeFile(join(setup.dataDir, `manifest-${version}.bin`), encodeSignedManifest(manifest))
   return { manifest, pack: [nodeBundle.dir, ...(clientBundle != null ? [clientBundle.dir] : [])] }
-}
-
-/** The genesis manifest (version 0). */
-export async function genesisOf (setup: TestnetSetup): Promise<SignedManifest> {
-  return await genesisManifest(setup.genesis)
 }
