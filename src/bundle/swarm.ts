@@ -14,6 +14,9 @@ import type { PeerId } from '@libp2p/interface'
 
 const log = logger('molt:bundle:swarm')
 
+/** The longest a fetch waits before asking a busy peer again. */
+const MAX_BUSY_BACKOFF_MS = 3000
+
 /** Tuning of a swarm. */
 export interface SwarmOptions {
   protocol: string
@@ -46,8 +49,10 @@ interface PeerState {
   until: number
   failures: number
   bad: boolean
-  /** named as a holder (a DHT provider or a hint), not only connected */
+  /** named as a holder (a DHT provider, a hint, or it served a block of this bundle), not only connected */
   provider: boolean
+  /** "busy" answers in a row */
+  busyReplies: number
   /** block key → when this peer may be asked for it again */
   lacks: Map<string, number>
 }
@@ -89,7 +94,7 @@ export class Swarm {
     const key = id.toString()
     const known = this.peers.get(key)
     if (known == null) {
-      this.peers.set(key, { id, busy: false, until: 0, failures: 0, bad: false, provider, lacks: new Map() })
+      this.peers.set(key, { id, busy: false, until: 0, failures: 0, bad: false, provider, busyReplies: 0, lacks: new Map() })
       this.wake()
     } else if (provider && !known.provider) {
       known.provider = true
@@ -156,9 +161,13 @@ export class Swarm {
         const reply = decodeReply(await sendRequest(this.libp2p, peer.id, this.options.protocol, encodeRequest(batch.map(w => w.cid)), { signal, maxResponseBytes }))
         log.trace('%p answered %d of %d blocks%s in %d ms', peer.id, reply.blocks.length, batch.length, reply.busy === true ? ' (busy)' : '', Date.now() - started)
         if (reply.busy === true) {
-          peer.until = Date.now() + this.options.busyBackoffMs * (0.5 + Math.random())
+          // a busy holder is asked again later and later: at once, every fetcher of a fleet
+          // retrying every ~100 ms kept the holder answering "busy" instead of serving
+          peer.busyReplies++
+          peer.until = Date.now() + Math.min(this.options.busyBackoffMs * 2 ** peer.busyReplies, MAX_BUSY_BACKOFF_MS) * (0.5 + Math.random())
           return
         }
+        peer.busyReplies = 0
         const byKey = new Map(batch.map(w => [w.key, w]))
         const got = new Set<string>()
         for (const block of reply.blocks) {
@@ -187,6 +196,9 @@ export class Swarm {
           this.fromPeers.set(p, (this.fromPeers.get(p) ?? 0) + block.data.byteLength)
           pending.delete(want.key)
           got.add(want.key)
+          // it holds (part of) the bundle: ask it first for the next blocks, as a named holder,
+          // rather than trying connected peers at random again for every level of the DAG
+          peer.provider = true
           await deliver(want, block.data)
         }
         const retryAt = Date.now() + (peer.provider ? this.options.lackRetryMs : this.options.speculativeRetryMs)

@@ -106,6 +106,30 @@ describe('bundle fetch', () => {
     expect(Object.keys(result.fromPeers)).toEqual([publisher.libp2p.peerId.toString()])
   })
 
+  it('does not walk the DHT while a known holder delivers, and announces itself after a random delay', async () => {
+    const publisher = await make()
+    const packed = await publisher.bundles.packFiles(randomFiles(3, 600_000))
+    // every query and announcement the fetcher starts, counted on its real DHT service
+    const fetcher = await make({ discoveryDelayMs: 0, announceSpreadMs: 1000 })
+    const dht = fetcher.libp2p.services.moltDht
+    const findProviders = dht.findProviders.bind(dht)
+    let queries = 0
+    dht.findProviders = (...args) => { queries++; return findProviders(...args) }
+    const provide = dht.provide.bind(dht)
+    let provides = 0
+    dht.provide = (...args) => { provides++; return provide(...args) }
+
+    await connect(fetcher, publisher)
+    const result = await fetcher.bundles.fetch(packed.cid, { declaredSize: packed.size, providers: [publisher.libp2p.peerId] })
+    expect(Object.keys(result.fromPeers)).toEqual([publisher.libp2p.peerId.toString()])
+    // a holder was known from the start and kept delivering: no query (each touches every node on
+    // its path, and a whole fleet querying at once took the testnet's two cores)
+    expect(queries).toBe(0)
+    // it does announce itself, once, after its random delay
+    await eventually(() => provides > 0, 'the fetcher provides the bundle')
+    expect(provides).toBe(1)
+  })
+
   it('moves off a provider that accepts the request and never answers', async () => {
     const publisher = await make()
     const files = randomFiles(2, 600_000)
