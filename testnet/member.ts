@@ -9,6 +9,7 @@
  * @packageDocumentation
  */
 import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { logger } from '@libp2p/logger'
 import { multiaddr } from '@multiformats/multiaddr'
 import { fromString } from 'uint8arrays/from-string'
@@ -111,7 +112,8 @@ export async function startMember (config: MemberConfig, channel: MemberChannel,
         // version that missed a deadline here is marked bad and never retried
         manager: { retryMs: config.retryMs, transformMs: 120_000, checkMs: 120_000, quiesceMs: 20_000 },
         // sixteen processes starting at once on two cores: a worker may take a while to come up
-        host: { startTimeoutMs: 60_000 },
+        // bundles are written in the data directory, which a killed member cannot leave behind
+        host: { startTimeoutMs: 60_000, ...(config.dataDir != null ? { dir: join(config.dataDir, 'host') } : {}) },
         fleet: { announceMs: config.fleet.announceMs, evalEveryMs: config.fleet.evalEveryMs }
       }
     })

@@ -177,9 +177,12 @@ export interface HostComponents {
  */
 export interface HostInit {
   /**
-   * Where bundles are written before their modules are imported.
+   * Where bundles are written before their modules are imported. A directory given here is kept
+   * at `stop()` and reused on the next start (a bundle already written there is not written again).
    *
-   * @default a fresh directory under the OS's temporary directory, removed at `stop()`
+   * @default a fresh directory under the OS's temporary directory, removed at `stop()`; a node
+   * with a data directory uses `<dataDir>/host`, so a crash leaves nothing behind in the
+   * temporary directory
    */
   dir?: string
   /**

@@ -3,6 +3,7 @@
  * manager driving both — wired to the node's chain, bundles and propagation. Only `node` knows all
  * of them; each part talks to the others through the callbacks and events given here.
  */
+import { join } from 'node:path'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { logger } from '@libp2p/logger'
 import { TypedEventEmitter } from 'main-event'
@@ -195,7 +196,12 @@ export async function startAppRuntime (components: AppRuntimeComponents, options
         ...(callOptions.object != null ? { object: callOptions.object } : {})
       })
     }
-  }, options.host)
+  }, {
+    // in the data directory, not the temporary one: a node that is killed cannot clean up after
+    // itself, and its restart reuses what it had written
+    ...(components.dataDir != null ? { dir: join(components.dataDir, 'host') } : {}),
+    ...options.host
+  })
 
   /** every bundle a spec names must be held before the host loads it */
   const hold = async (cids: CID[], signal: AbortSignal): Promise<void> => {

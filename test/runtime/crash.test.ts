@@ -10,7 +10,7 @@
  * the attempt's persisted one would write a different digest.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -192,6 +192,8 @@ describe('crash safety of the upgrade on real node processes', () => {
       expect({ code: crashed.code, signal: crashed.signal }, crashed.stderr).toEqual({ code: null, signal: 'SIGKILL' })
       expect(crashed.lines.filter(l => 'phase' in l).map(l => l.phase)).toContain(point.split(':')[0])
       expect(crashed.lines.some(l => 'done' in l)).toBe(false)
+      // what the killed node wrote of its bundles is in its data directory, not left in the temporary one
+      expect(await readdir(join(run.dataDir, 'host'))).not.toHaveLength(0)
 
       // the restart resumes (or, killed after admission, just runs) the upgrade with the attempt's clock
       const restarted = await runNode(await run.config(OTHER_CLOCK))
