@@ -94,7 +94,8 @@ Options:
   --data DIR           the testnet's data directory, wiped at start
                        (default testnet-data)
   --report DIR         where the report goes (default testnet-report)
-  --timeout SECONDS    give up after this long (default 900)
+  --timeout SECONDS    give up after this long (default 900; --in-process: 20 per
+                       node, at least 900)
   -h, --help           show this help
 
 Exit status: 0 when every check passes (no lost write, every node at the
@@ -245,7 +246,8 @@ export function parseTestnetArgs (argv: string[], cwd: string = process.cwd()): 
       seed,
       dataDir: resolve(cwd, v.data ?? 'testnet-data'),
       reportDir: resolve(cwd, v.report ?? 'testnet-report'),
-      timeoutMs: seconds(v.timeout, 'timeout', 900_000, 10, 86_400)
+      // a hundred nodes in one process start, and roll out, a node or so a few seconds
+      timeoutMs: seconds(v.timeout, 'timeout', inProcess ? Math.max(900_000, 20_000 * nodes) : 900_000, 10, 86_400)
     }
   }
 }

@@ -34,9 +34,9 @@ export function versionLabel (systemVersion: number): string {
 
 /**
  * Builds the example's bundles through `examples/chord/build.ts` (`buildChordBundles()`), loaded
- * only when a run needs it (it loads esbuild).
+ * only when a run needs it (it loads esbuild), with its background jobs `pace` times slower.
  */
-export async function loadChord (): Promise<ChordExample> {
+export async function loadChord (pace = 1): Promise<ChordExample> {
   if (!existsSync(CHORD_BUILD)) {
     throw new ChordExampleError(`the Chord example is missing: ${CHORD_BUILD} does not exist`)
   }
@@ -47,7 +47,7 @@ export async function loadChord (): Promise<ChordExample> {
     throw new ChordExampleError(`cannot load ${CHORD_BUILD}: ${(err as Error).message}`, { cause: err })
   }
   try {
-    return { bundles: await mod.buildChordBundles(), nodeClass: mod.CHORD_NODE, clientClass: mod.CHORD_CLIENT }
+    return { bundles: await mod.buildChordBundles({ pace }), nodeClass: mod.CHORD_NODE, clientClass: mod.CHORD_CLIENT }
   } catch (err) {
     throw new ChordExampleError(`buildChordBundles() failed: ${(err as Error).message}`, { cause: err })
   }

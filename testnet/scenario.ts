@@ -43,6 +43,15 @@ export interface TestnetIO {
 }
 
 /** Tuning that the flags do not expose. */
+/**
+ * How many times slower the Chord example's background jobs run (its build's `pace`): 1 for
+ * processes; in-process, one more for every 25 nodes, since all of them share one event loop (a
+ * 100-node ring at full pace asks about a thousand maintenance calls a second of it).
+ */
+export function chordPace (o: { inProcess: boolean, nodes: number }): number {
+  return o.inProcess ? Math.max(1, Math.ceil(o.nodes / 25)) : 1
+}
+
 export const TUNING = {
   /** replica-group (arc) size for one-replica-at-a-time */
   arc: 4,
@@ -61,6 +70,8 @@ export const TUNING = {
   bootstrapPeers: 3,
   /** nodes each member connects to once all are up */
   meshPeers: 20,
+  /** the same in-process, where every connection's upkeep (pings, gossip, identify) shares one event loop */
+  meshPeersInProcess: 8,
   statusMs: 1000,
   sampleMs: 500,
   /**
@@ -164,7 +175,8 @@ class Testnet {
         line: (l) => { this.io.err(l) }
       })
       this.stage('building the Chord example')
-      const chord = await loadChord()
+      const chord = await loadChord(chordPace(o))
+      if (chordPace(o) > 1) this.rec.note(`the Chord example's background jobs run ${chordPace(o)}× slower (${o.nodes} nodes share one event loop)`)
       const setup = this.setup = await prepare(o.dataDir, chord)
       this.head = await genesisManifest(setup.genesis)
       if (o.to === 3 && !setup.bundles.node.has(3)) {
@@ -293,7 +305,8 @@ class Testnet {
       pack,
       admin: !this.options.inProcess,
       statusMs: TUNING.statusMs,
-      fleet: TUNING.fleet,
+      // the pulls of called peers each period, like the example's jobs, slow down with the pace
+      fleet: { ...TUNING.fleet, announceMs: TUNING.fleet.announceMs * chordPace(this.options) },
       retryMs: TUNING.retryMs
     }
   }
@@ -359,7 +372,7 @@ class Testnet {
     const nodes = this.nodes
     await Promise.all(this.members.map(async m => {
       const others = nodes.filter(n => n !== m)
-      const addresses = this.bootstrapFor(TUNING.meshPeers, others)
+      const addresses = this.bootstrapFor(this.options.inProcess ? TUNING.meshPeersInProcess : TUNING.meshPeers, others)
       await m.request('dial', { addresses }, 60_000).catch(() => {})
     }))
   }

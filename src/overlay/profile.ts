@@ -8,7 +8,8 @@ import { InvalidOptionError, PublicAddressRefusedError } from './errors.ts'
  *   only public addresses of peers, and the connection manager's rate limits apply.
  * - `local`: a testnet on one machine. Every peer shares 127.0.0.1, so the colocation penalty is
  *   off, the DHT keeps loopback and memory addresses, and loopback is on the connection
- *   allow-list. The profile refuses any address that is not loopback or memory.
+ *   allow-list; connections are not pinged for liveness (a dead peer's connections close by
+ *   themselves on one machine). The profile refuses any address that is not loopback or memory.
  */
 export type OverlayProfile = 'network' | 'local'
 

@@ -18,7 +18,15 @@ describe('testnet flags', () => {
     const r = parseTestnetArgs([], '/x')
     expect(r.help).toBe(false)
     if (r.help) return
-    expect(r.options).toMatchObject({ nodes: 16, schedule: 'one-replica-at-a-time', to: 2, control: false, inProcess: false, json: false, keep: false, ops: 10_000, dataDir: '/x/testnet-data', reportDir: '/x/testnet-report' })
+    expect(r.options).toMatchObject({ nodes: 16, schedule: 'one-replica-at-a-time', to: 2, control: false, inProcess: false, json: false, keep: false, ops: 10_000, dataDir: '/x/testnet-data', reportDir: '/x/testnet-report', timeoutMs: 900_000 })
+  })
+
+  it('gives a large in-process ring more time, unless told', () => {
+    const big = parseTestnetArgs(['--in-process', '--nodes', '100'])
+    const small = parseTestnetArgs(['--in-process', '--nodes', '30'])
+    const told = parseTestnetArgs(['--in-process', '--nodes', '100', '--timeout', '60'])
+    if (big.help || small.help || told.help) throw new Error('not help')
+    expect([big.options.timeoutMs, small.options.timeoutMs, told.options.timeoutMs]).toEqual([2_000_000, 900_000, 60_000])
   })
 
   it('parses every flag', () => {
