@@ -246,7 +246,7 @@ export function parseTestnetArgs (argv: string[], cwd: string = process.cwd()): 
       seed,
       dataDir: resolve(cwd, v.data ?? 'testnet-data'),
       reportDir: resolve(cwd, v.report ?? 'testnet-report'),
-      // a hundred nodes in one process start, and roll out, a node or so a few seconds
+      // one event loop starts and upgrades a 100-node ring at a few seconds a node
       timeoutMs: seconds(v.timeout, 'timeout', inProcess ? Math.max(900_000, 20_000 * nodes) : 900_000, 10, 86_400)
     }
   }

@@ -42,7 +42,6 @@ export interface TestnetIO {
   signal?: AbortSignal
 }
 
-/** Tuning that the flags do not expose. */
 /**
  * How many times slower the Chord example's background jobs run (its build's `pace`): 1 for
  * processes; in-process, one more for every 25 nodes, since all of them share one event loop (a
@@ -52,6 +51,7 @@ export function chordPace (o: { inProcess: boolean, nodes: number }): number {
   return o.inProcess ? Math.max(1, Math.ceil(o.nodes / 25)) : 1
 }
 
+/** Tuning that the flags do not expose. */
 export const TUNING = {
   /** replica-group (arc) size for one-replica-at-a-time */
   arc: 4,
@@ -175,8 +175,9 @@ class Testnet {
         line: (l) => { this.io.err(l) }
       })
       this.stage('building the Chord example')
-      const chord = await loadChord(chordPace(o))
-      if (chordPace(o) > 1) this.rec.note(`the Chord example's background jobs run ${chordPace(o)}× slower (${o.nodes} nodes share one event loop)`)
+      const pace = chordPace(o)
+      const chord = await loadChord(pace)
+      if (pace > 1) this.rec.note(`the Chord example's background jobs run ${pace}× slower (${o.nodes} nodes share one event loop)`)
       const setup = this.setup = await prepare(o.dataDir, chord)
       this.head = await genesisManifest(setup.genesis)
       if (o.to === 3 && !setup.bundles.node.has(3)) {

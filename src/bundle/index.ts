@@ -484,16 +484,7 @@ class DefaultBundleService implements BundleService {
     }
     this.provided.add(cid.toString())
     const signal = this.shutdown.signal
-    if (spreadMs > 0) {
-      const later = sleep(Math.random() * spreadMs, signal).then(() => {
-        this.provided.delete(cid.toString())
-        if (!signal.aborted) this.announce(cid)
-      })
-      this.background.add(later)
-      void later.finally(() => this.background.delete(later))
-      return
-    }
-    this.provideChain = this.provideChain.then(async () => {
+    const provide = async (): Promise<void> => {
       if (signal.aborted) {
         return
       }
@@ -505,7 +496,15 @@ class DefaultBundleService implements BundleService {
         this.provided.delete(cid.toString())
         log('could not provide %c - %e', cid, err)
       }
-    })
+    }
+    if (spreadMs <= 0) {
+      this.provideChain = this.provideChain.then(provide)
+      return
+    }
+    // queued only after the delay, so that a delayed provide holds up no other
+    const later = sleep(Math.random() * spreadMs, signal).then(() => { this.provideChain = this.provideChain.then(provide) })
+    this.background.add(later)
+    void later.finally(() => this.background.delete(later))
   }
 
   // --- packing -------------------------------------------------------------------------------

@@ -138,9 +138,9 @@ export function moltServices (options: MoltServicesOptions): ServiceFactoryMap<M
   const profile = options.profile ?? 'network'
   return {
     identify: identify(),
-    // kad-dht pings new contacts and libp2p's connection monitor pings every 10 s (network profile), both on this
-    // protocol: with the default of one outbound stream per connection a collision closes the
-    // connection, so allow a few
+    // kad-dht pings new contacts and libp2p's connection monitor (network profile) pings every
+    // 10 s, both on this protocol: with the default of one outbound stream per connection a
+    // collision closes the connection, so allow a few
     ping: ping({ maxOutboundStreams: 4, maxInboundStreams: 4 }),
     pubsub: gossipsub(gossipsubOptions(profile)),
     moltDht: kadDHT({
