@@ -296,12 +296,22 @@ export interface TransformRequest extends AbortOptions {
    * @default the host's `transformMs`
    */
   deadlineMs?: number
+  /**
+   * After the TF, check the bundle's `invariants` on the state it wrote, in the same worker: the
+   * same report as `invariants(bundle, to)`, without starting a second worker and importing the
+   * bundle again while the node is out of service.
+   *
+   * @default false
+   */
+  invariants?: boolean
 }
 
 /** What a TF run produced. */
 export interface TransformResult {
   /** `storeDigest` of the namespace written: equal for equal inputs */
   digest: string
+  /** the invariants' report on the written state, when the request asked for it */
+  invariants?: CheckReport
 }
 
 /** The outcome of a health or invariant check. */
@@ -1206,11 +1216,11 @@ class DefaultAppHost implements AppHost {
       ['future', { datastore: ns.namespace(request.futureState), readOnly: true }],
       ['next', { datastore: next, readOnly: false }]
     ])
-    const data: JobData = { mode: 'transform', api: MOLT_APP_API, module: { url: module.url }, reverse: request.reverse === true, now: request.now, seed: request.seed }
-    await this.job(data, stores, positive(request.deadlineMs, this.transformMs, 'deadlineMs'), request.signal)
+    const data: JobData = { mode: 'transform', api: MOLT_APP_API, module: { url: module.url }, reverse: request.reverse === true, now: request.now, seed: request.seed, invariants: request.invariants === true }
+    const report = await this.job(data, stores, positive(request.deadlineMs, this.transformMs, 'deadlineMs'), request.signal) as CheckReport | null
     const digest = await storeDigest(next)
     log('%s from %s to %s: digest %s', request.reverse === true ? 'reverse TF' : 'TF', request.from, request.to, digest)
-    return { digest }
+    return report == null ? { digest } : { digest, invariants: report }
   }
 
   async invariants (bundle: BundleSource, namespace: string, options: AbortOptions = {}): Promise<CheckReport> {

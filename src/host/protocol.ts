@@ -41,6 +41,8 @@ export interface JobData {
   reverse?: boolean
   now?: number
   seed?: number
+  /** after the TF, check the bundle's invariants on the state it wrote (the job's result) */
+  invariants?: boolean
 }
 
 /** The data a worker starts with. */

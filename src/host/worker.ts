@@ -583,6 +583,7 @@ async function runJob (job: JobData): Promise<unknown> {
     }
     const now = job.now ?? 0
     const random = seededRandom(job.seed ?? 0)
+    const ambient = { now: Date.now, random: Math.random }
     // a TF re-run must yield the same state: the ambient clock and randomness are the injected ones
     Date.now = () => now
     Math.random = random
@@ -600,10 +601,16 @@ async function runJob (job: JobData): Promise<unknown> {
       const e = err as Error
       throw named('TransformFailedError', `the ${job.reverse === true ? 'reverse ' : ''}TF threw ${e?.name ?? 'Error'}: ${e?.message ?? String(err)}`)
     }
-    return null
+    if (job.invariants !== true) return null
+    Date.now = ambient.now
+    Math.random = ambient.random
+    return await checkInvariants(mod, readonly(makeStore('next', true)))
   }
+  return await checkInvariants(mod, readonly(makeStore('state', true)))
+}
+
+async function checkInvariants (mod: Partial<ClassModule>, state: ReadonlyAppStore): Promise<{ ok: boolean, failures: string[] }> {
   const failures: string[] = []
-  const state = readonly(makeStore('state', true))
   for (const [name, check] of Object.entries(mod.invariants ?? {}) as Array<[string, Invariant]>) {
     try {
       const r = await check(state)

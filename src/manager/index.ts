@@ -12,7 +12,7 @@ import { logger } from '@libp2p/logger'
 import { Key, type Datastore } from 'interface-datastore'
 import { TypedEventEmitter } from 'main-event'
 import { CID } from 'multiformats/cid'
-import { AppLoadError, appNamespace as hostAppNamespace, futureSoNamespace, pastSoNamespace, QuiesceTimeoutError, TransformFailedError } from '../host/index.ts'
+import { AppLoadError, appNamespace as hostAppNamespace, futureSoNamespace, pastSoNamespace, QuiesceTimeoutError, TransformFailedError, type CheckReport } from '../host/index.ts'
 import {
   CrashPointError, HealthCheckFailedError, InsufficientSpaceError, InvariantFailedError, ManagerStateError,
   NoReverseTransformError, StartFailedError
@@ -251,6 +251,11 @@ class Manager implements UpgradeManager {
   private readonly datastore: Datastore
   private record!: ManagerRecord
   private quiescing = false
+  /**
+   * The invariants' report on the state the TF of an attempt just wrote (checked in the TF's own
+   * worker). Memory only: after a restart in `checking`, the invariants run on their own again.
+   */
+  private transformed: { target: number, bundle: CID, report: CheckReport } | undefined
   private readonly shutdown = new AbortController()
   private loop: Promise<void> = Promise.resolve()
   private wake?: () => void
@@ -687,7 +692,8 @@ class Manager implements UpgradeManager {
         try {
           await this.checkSpace()
           await this.clear(appNamespace(attempt.to))
-          await runtime.transform({
+          this.transformed = undefined
+          const report = await runtime.transform({
             bundle: attempt.to.bundle,
             reverse: false,
             from: appNamespace(this.current),
@@ -695,8 +701,12 @@ class Manager implements UpgradeManager {
             to: appNamespace(attempt.to),
             now: attempt.clock,
             seed: attempt.seed,
+            invariants: true,
             signal: AbortSignal.any([signal, AbortSignal.timeout(this.options.transformMs)])
           })
+          if (report != null) {
+            this.transformed = { target: attempt.target, bundle: attempt.to.bundle, report }
+          }
         } catch (err) {
           if (signal.aborted) throw err
           await this.rollBack(attempt, err instanceof InsufficientSpaceError ? err : new TransformFailedError(`the TF of version ${attempt.target} failed: ${(err as Error).message}`, { cause: err }), signal)
@@ -788,10 +798,18 @@ class Manager implements UpgradeManager {
     this.events.safeDispatchEvent('upgrade:reversed', { detail: { from: current.version, to: previous.version } })
   }
 
-  /** Starts the new version (not yet taking traffic) and checks its health and invariants. */
+  /** Checks the invariants of the new version's state, then starts it (not yet taking traffic) and checks its health. */
   private async check (attempt: Attempt, signal: AbortSignal): Promise<void> {
     const { runtime } = this.components
     const deadline = AbortSignal.any([signal, AbortSignal.timeout(this.options.checkMs)])
+    const transformed = this.transformed
+    this.transformed = undefined
+    const invariants = transformed != null && transformed.target === attempt.target && transformed.bundle.equals(attempt.to.bundle)
+      ? transformed.report
+      : await runtime.invariants(attempt.to.bundle, appNamespace(attempt.to), deadline)
+    if (!invariants.ok) {
+      throw new InvariantFailedError(`version ${attempt.target} breaks invariants: ${invariants.failures.join('; ')}`)
+    }
     try {
       await runtime.run(this.runSpec([...this.record.lineage, attempt.to]), deadline)
     } catch (err) {
@@ -800,10 +818,6 @@ class Manager implements UpgradeManager {
     const health = await runtime.health(deadline)
     if (!health.ok) {
       throw new HealthCheckFailedError(`version ${attempt.target} is not healthy: ${health.failures.join('; ')}`)
-    }
-    const invariants = await runtime.invariants(attempt.to.bundle, appNamespace(attempt.to), deadline)
-    if (!invariants.ok) {
-      throw new InvariantFailedError(`version ${attempt.target} breaks invariants: ${invariants.failures.join('; ')}`)
     }
   }
 

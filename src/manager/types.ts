@@ -99,8 +99,11 @@ export interface UpgradeRuntime {
   quiesce(signal: AbortSignal): Promise<void>
   /** ends the running object (its worker) */
   stop(): Promise<void>
-  /** runs a TF; throws when it throws or overruns */
-  transform(request: TransformRequest): Promise<void>
+  /**
+   * Runs a TF; throws when it throws or overruns. With `request.invariants`, it may also check
+   * the invariants on the written state and return their report (`undefined`: not checked).
+   */
+  transform(request: TransformRequest): Promise<CheckReport | undefined>
   /** health check of the running object */
   health(signal: AbortSignal): Promise<CheckReport>
   /** the `invariants` of `bundle` on the state in `namespace` */

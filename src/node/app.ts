@@ -224,7 +224,7 @@ export async function startAppRuntime (components: AppRuntimeComponents, options
     },
     quiesce: async (signal) => { await host.quiesce({ signal }) },
     stop: async () => { await host.stop() },
-    transform: async (request) => { await host.transform(request) },
+    transform: async (request) => (await host.transform(request)).invariants,
     health: async (signal) => await host.health({ signal }),
     invariants: async (bundle, namespace, signal) => await host.invariants(bundle, namespace, { signal })
   }

@@ -227,6 +227,14 @@ describe('host', () => {
     const bad = await host.invariants(app('counter-v2'), 'app/counter/2')
     expect(bad.ok).toBe(false)
     expect(bad.failures.join('\n')).toMatch(/countIsNumber: count is string/)
+    // the invariants checked in the TF's own worker: the same digest, a report on what it wrote
+    const checked = await host.transform({ ...request, invariants: true })
+    expect(checked).toEqual({ digest: a.digest, invariants: { ok: true, failures: [] } })
+    await old.put('count', -3)
+    const negative = await host.transform({ ...request, invariants: true })
+    expect(negative.invariants?.ok).toBe(false)
+    expect(negative.invariants?.failures.join('\n')).toMatch(/countNotNegative/)
+    expect(a.invariants).toBeUndefined()
   })
 
   it('refuses versions that cannot start, with typed errors, and stays loadable', async () => {

@@ -60,7 +60,7 @@ class TestRuntime implements UpgradeRuntime {
 
   async stop (): Promise<void> { this.running = null }
 
-  async transform (request: TransformRequest): Promise<void> {
+  async transform (request: TransformRequest): Promise<CheckReport | undefined> {
     this.transforms++
     const b = this.behaviour.get(request.bundle.toString())
     if (request.reverse === true && b?.reverseTf == null) throw new AppLoadError('the bundle does not export reverseTransform')
@@ -71,6 +71,7 @@ class TestRuntime implements UpgradeRuntime {
     const random = (): number => { seed = (seed * 1103515245 + 12345) >>> 0; return seed / 2 ** 32 }
     const next = ((request.reverse === true ? b?.reverseTf : b?.tf) ?? ((n) => n))(count, random(), request.now)
     await this.store.namespace(request.to).put(new Key('/count'), cbor.encode(next))
+    return request.invariants === true ? await this.invariants(request.bundle as CID) : undefined
   }
 
   async health (): Promise<CheckReport> {
