@@ -30,7 +30,7 @@ import {
   TransformFailedError, TransformTimeoutError, WorkerCrashedError, WorkerFailedError
 } from './errors.ts'
 import { MOLT_APP_API, type HealthReport, type Value } from './model.ts'
-import { appNamespace, clearStore, createAppStore, createReadonlyAppStore, futureSoNamespace, pastSoNamespace, storeDigest, validateClass } from './store.ts'
+import { appNamespace, applyWrites, clearStore, createAppStore, createReadonlyAppStore, futureSoNamespace, pastSoNamespace, storeDigest, validateClass } from './store.ts'
 import type { FromWorker, HealthAnswer, JobData, ServeData, ToWorker, WireError, WorkerData } from './protocol.ts'
 import type { ReadonlyAppStore } from './model.ts'
 import type { AbortOptions } from '@libp2p/interface'
@@ -682,6 +682,12 @@ class WorkerRun {
         const out: Array<[string, Value]> = []
         for await (const entry of store.entries(msg.prefix)) out.push(entry)
         return out
+      }
+      case 'batch': {
+        if (binding.readOnly) throw new ReadOnlyStoreError('this store is read only')
+        if (!Array.isArray(msg.writes)) throw new InvalidStoreKeyError('batch: writes must be an array')
+        await applyWrites(binding.datastore, msg.writes)
+        return null
       }
     }
   }

@@ -80,7 +80,7 @@ export type FromWorker =
   | { t: 'res', id: number, ok: false, error: WireError }
   | { t: 'pong', id: number }
   | { t: 'call', id: number, peer: string, method: string, args: Value[], options: WireCallOptions, version: number }
-  | { t: 'store', id: number, ns: string, op: 'get' | 'put' | 'delete' | 'entries', key?: string, value?: Value, prefix?: string }
+  | { t: 'store', id: number, ns: string, op: 'get' | 'put' | 'delete' | 'entries' | 'batch', key?: string, value?: Value, prefix?: string, writes?: Array<{ key: string, value?: Value }> }
   | { t: 'log', version: number, message: string, args: Value[] }
 
 /** What a health request answers: one report per object that has a health check. */

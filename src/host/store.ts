@@ -113,6 +113,20 @@ export function createAppStore (datastore: Datastore, options: { readOnly?: bool
   }
 }
 
+/**
+ * Applies writes in one datastore batch: `{ key, value }` puts, `{ key }` (no `value`) deletes.
+ * Every key and value is checked before anything is written, so a bad one changes nothing.
+ */
+export async function applyWrites (datastore: Datastore, writes: ReadonlyArray<{ key: string, value?: Value }>): Promise<void> {
+  const batch = datastore.batch()
+  for (const w of writes) {
+    const k = new Key(`/${validateKey(w.key)}`)
+    if ('value' in w) batch.put(k, encodeValue(w.value))
+    else batch.delete(k)
+  }
+  await batch.commit()
+}
+
 /** A read-only view of a datastore as an app store. */
 export function createReadonlyAppStore (datastore: Datastore): ReadonlyAppStore {
   const store = createAppStore(datastore, { readOnly: true })

@@ -237,6 +237,25 @@ describe('host', () => {
     expect(a.invariants).toBeUndefined()
   })
 
+  it('a TF\'s writes go to the main thread in batches; it reads its own writes, and a bad key fails it', async () => {
+    const { host, store } = await fresh()
+    const old = createAppStore(store.namespace('app/counter/1'))
+    await old.put('n', 600)
+    const request = { bundle: app('tf-batch'), from: 'app/counter/1', futureState: 'so/future/2', to: 'app/counter/2', now: 1, seed: 1 }
+    await host.transform(request)
+    const next = createAppStore(store.namespace('app/counter/2'))
+    expect(await next.get('summary')).toEqual({ seen: [0, 599], afterDelete: null, listed: 300 })
+    const keys: string[] = []
+    for await (const [key] of next.entries('r/')) keys.push(key)
+    expect(keys).toHaveLength(300)
+    expect(await next.get('r/0')).toBeUndefined()
+    expect(await next.get('r/599')).toBe(599)
+    await old.put('bad', true)
+    const failed = await host.transform(request).then(() => undefined, (err: Error) => err)
+    expect(failed?.name).toBe('TransformFailedError')
+    expect(failed?.message).toMatch(/InvalidStoreKeyError|invalid store key/)
+  })
+
   it('refuses versions that cannot start, with typed errors, and stays loadable', async () => {
     const { host, store } = await fresh()
     await host.load(V1)
