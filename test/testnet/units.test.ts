@@ -8,10 +8,10 @@ import { arcGroups, ringState, type NodeInfo } from '../../testnet/chord.ts'
 import { TestnetUsageError } from '../../testnet/errors.ts'
 import { clientsSvg, memorySvg, reportHtml, timelineSvg, versionsSvg } from '../../testnet/report.ts'
 import { checkWrites } from '../../testnet/verify.ts'
-import { classify } from '../../testnet/workload.ts'
+import { classify, Workload } from '../../testnet/workload.ts'
 import { parseXml, XmlError } from './xml.ts'
 import type { Summary } from '../../testnet/summary.ts'
-import type { WorkloadRecord } from '../../testnet/ipc.ts'
+import type { OpSample, WorkloadRecord } from '../../testnet/ipc.ts'
 
 describe('testnet flags', () => {
   it('defaults to 16 nodes, the default schedule, Chord v2', () => {
@@ -68,6 +68,19 @@ describe('failure kinds', () => {
     expect(classify('VersionRetiredError')).toBe('refused')
     expect(classify('HostTimeoutError')).toBe('retryable')
     expect(classify('TypeError')).toBe('untyped')
+  })
+
+  it('a call that outlives its deadline by the grace second fails as a timeout, not untyped', async () => {
+    // a layer whose own deadline never fires (its event loop too late): only the signal ends the call
+    const call = async (_method: string, _args: unknown[], options: { signal: AbortSignal }): Promise<unknown> =>
+      await new Promise((_resolve, reject) => { options.signal.addEventListener('abort', () => { reject(options.signal.reason) }, { once: true }) })
+    const ops: OpSample[] = []
+    const workload = new Workload('c', call, () => 1, (batch) => { ops.push(...batch) })
+    workload.start({ keys: ['k'], shared: [], lanes: 1, ratePerLane: 1, deadlineMs: 200, deleteFromVersion: 2, seed: 1 })
+    const deadline = Date.now() + 10_000
+    while (ops.length === 0 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 50))
+    await workload.stop()
+    expect(ops[0]).toMatchObject({ outcome: 'failed', error: 'CallTimeoutError' })
   })
 })
 
