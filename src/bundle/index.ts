@@ -15,7 +15,7 @@ import { CID } from 'multiformats/cid'
 import { protocolId, validateSystemName, InvalidOptionError, type MoltLibp2p } from '../overlay/index.ts'
 import { BundleNotFoundError, BundleServiceStoppedError, BundleTooLargeError, InvalidBundleError } from './errors.ts'
 import { CHUNK_SIZE, decodeFileNode, decodeRoot, encodeFile, encodeRoot, validatePath, type Block, type BundleRoot, type FileEntry, type FileNode } from './format.ts'
-import { decodeRequest, encodeReply, MAX_REQUEST_BYTES, type BlockReply } from './protocol.ts'
+import { decodeRequest, encodeReply, MAX_REFERRAL_ADDR_BYTES, MAX_REFERRAL_ADDRS, MAX_REFERRALS, MAX_REQUEST_BYTES, type BlockReply, type Referral } from './protocol.ts'
 import { BundleStore, type BundleRecord } from './store.ts'
 import { keyOf, Swarm, type Want } from './swarm.ts'
 import type { Counter, PeerId, Stream, Connection } from '@libp2p/interface'
@@ -295,6 +295,8 @@ export interface BundleStats {
   fetchedBytes: number
   /** blocks read from peers */
   fetchedBlocks: number
+  /** peers a fetch learned of from another peer's referral (see the block-exchange wire) */
+  referredPeers: number
 }
 
 /**
@@ -366,9 +368,16 @@ class DefaultBundleService implements BundleService {
   private shutdown = new AbortController()
   private running = false
   private serving = 0
+  /**
+   * Peers this node recently served blocks to, newest last: they hold (part of) what they asked
+   * for, so a busy or lacking reply refers askers to them. Spreads a fleet's fetches over the
+   * peers that already fetched, where the DHT names only those whose (deliberately spread-out)
+   * provides have landed.
+   */
+  private readonly served = new Map<string, PeerId>()
   private provideChain: Promise<void> = Promise.resolve()
   private readonly provided = new Set<string>()
-  private readonly counters: BundleStats = { servedBytes: 0, servedBlocks: 0, fetchedBytes: 0, fetchedBlocks: 0 }
+  private readonly counters: BundleStats = { servedBytes: 0, servedBlocks: 0, fetchedBytes: 0, fetchedBlocks: 0, referredPeers: 0 }
   private readonly metrics: { served?: Counter, fetched?: Counter, rejected?: Counter }
   private gcWrites?: Set<string>
   private readonly background = new Set<Promise<void>>()
@@ -451,13 +460,17 @@ class DefaultBundleService implements BundleService {
       const lp = lpStream(stream, { maxDataLength: MAX_REQUEST_BYTES })
       const want = decodeRequest((await lp.read({ signal })).subarray())
       const reply: BlockReply = { blocks: [] }
+      const asker = connection.remotePeer
+      let lacking = false
       if (busy) {
         reply.busy = true
       } else {
         let bytes = 0
         for (const cid of want) {
           const data = await this.store.getBlock(cid)
-          if (data != null && bytes + data.byteLength <= MAX_REPLY_BYTES) {
+          if (data == null) {
+            lacking = true
+          } else if (bytes + data.byteLength <= MAX_REPLY_BYTES) {
             reply.blocks.push({ cid, data })
             bytes += data.byteLength
           }
@@ -465,6 +478,16 @@ class DefaultBundleService implements BundleService {
         this.counters.servedBytes += bytes
         this.counters.servedBlocks += reply.blocks.length
         this.metrics.served?.increment(bytes)
+      }
+      if (busy || lacking) {
+        const peers = await this.referrals(asker)
+        if (peers.length > 0) reply.peers = peers
+      }
+      if (reply.blocks.length > 0) {
+        const key = asker.toString()
+        this.served.delete(key)
+        this.served.set(key, asker)
+        if (this.served.size > MAX_REFERRALS * 4) this.served.delete(this.served.keys().next().value as string)
       }
       await lp.write(encodeReply(reply), { signal })
       await stream.close({ signal })
@@ -474,6 +497,19 @@ class DefaultBundleService implements BundleService {
     } finally {
       this.serving--
     }
+  }
+
+  /** The newest peers this node served, with the addresses it knows for them. */
+  private async referrals (asker: PeerId): Promise<Referral[]> {
+    const out: Referral[] = []
+    for (const id of [...this.served.values()].reverse()) {
+      if (out.length >= MAX_REFERRALS) break
+      if (id.equals(asker)) continue
+      const peer = await this.libp2p.peerStore.get(id).catch(() => undefined)
+      const addrs = (peer?.addresses ?? []).map(a => a.multiaddr).filter(a => a.bytes.byteLength <= MAX_REFERRAL_ADDR_BYTES).slice(0, MAX_REFERRAL_ADDRS)
+      if (addrs.length > 0 || this.libp2p.getConnections(id).length > 0) out.push({ id, addrs })
+    }
+    return out
   }
 
   // --- providing -----------------------------------------------------------------------------
@@ -693,6 +729,7 @@ class DefaultBundleService implements BundleService {
       this.events.safeDispatchEvent('bundle:fetched', { detail: result })
       return result
     } finally {
+      this.counters.referredPeers += swarm.referred
       // a DHT query may take a while to notice the abort: stop() waits for it, the caller does not
       discovery.abort()
       this.background.add(discovering)

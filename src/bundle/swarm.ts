@@ -8,7 +8,7 @@ import { toString } from 'uint8arrays/to-string'
 import { sendRequest, type MoltLibp2p } from '../overlay/index.ts'
 import { BundleTooLargeError, InvalidBlockError } from './errors.ts'
 import { verifyBlock, MAX_NODE_BYTES } from './format.ts'
-import { decodeReply, encodeRequest, MAX_WANT, REPLY_OVERHEAD_PER_BLOCK } from './protocol.ts'
+import { decodeReply, encodeRequest, MAX_REFERRALS_BYTES, MAX_WANT, REPLY_OVERHEAD_PER_BLOCK, type Referral } from './protocol.ts'
 import type { CID } from 'multiformats/cid'
 import type { PeerId } from '@libp2p/interface'
 
@@ -72,6 +72,8 @@ export class Swarm {
   readonly fromPeers = new Map<string, number>()
   fetchedBytes = 0
   fetchedBlocks = 0
+  /** peers added because another peer referred us to them */
+  referred = 0
 
   constructor (
     private readonly libp2p: MoltLibp2p,
@@ -101,6 +103,18 @@ export class Swarm {
       known.lacks.clear()
       this.wake()
     }
+  }
+
+  /** A peer a holder referred us to (one it served): a likely holder, dialled by its addresses. */
+  private async refer (referral: Referral): Promise<void> {
+    if (referral.id.equals(this.libp2p.peerId) || this.peers.get(referral.id.toString())?.provider === true) {
+      return
+    }
+    if (referral.addrs.length > 0 && this.libp2p.getConnections(referral.id).length === 0) {
+      await this.libp2p.peerStore.merge(referral.id, { multiaddrs: referral.addrs }).catch(() => {})
+    }
+    this.referred++
+    this.addPeer(referral.id, true)
   }
 
   /** how many peers are known holders (DHT providers, hints) */
@@ -154,12 +168,15 @@ export class Swarm {
     const request = async (peer: PeerState, batch: Want[]): Promise<void> => {
       const unknown = batch.filter(w => w.size == null).length
       const known = batch.reduce((n, w) => n + (w.size ?? 0), 0)
-      const maxResponseBytes = known + unknown * MAX_NODE_BYTES + REPLY_OVERHEAD_PER_BLOCK * (batch.length + 1)
+      const maxResponseBytes = known + unknown * MAX_NODE_BYTES + REPLY_OVERHEAD_PER_BLOCK * (batch.length + 1) + MAX_REFERRALS_BYTES
       const signal = AbortSignal.any([this.signal, AbortSignal.timeout(this.options.requestTimeoutMs)])
       const started = Date.now()
       try {
         const reply = decodeReply(await sendRequest(this.libp2p, peer.id, this.options.protocol, encodeRequest(batch.map(w => w.cid)), { signal, maxResponseBytes }))
         log.trace('%p answered %d of %d blocks%s in %d ms', peer.id, reply.blocks.length, batch.length, reply.busy === true ? ' (busy)' : '', Date.now() - started)
+        for (const referral of reply.peers ?? []) {
+          await this.refer(referral)
+        }
         if (reply.busy === true) {
           // a busy holder is asked again later and later: at once, every fetcher of a fleet
           // retrying every ~100 ms kept the holder answering "busy" instead of serving
