@@ -60,8 +60,10 @@ export const TUNING = {
   sharedKeys: 4,
   lanes: 2,
   ratePerLane: 40,
-  /** workload before the steady-state window */
+  /** workload before the steady-state window, once every client knows every node */
   warmupMs: 5000,
+  /** longest wait for the clients to know every node (per node in the ring) */
+  clientViewMsPerNode: 1000,
   opDeadlineMs: 10_000,
   /** members started at once */
   startBatch: 4,
@@ -199,7 +201,9 @@ class Testnet {
 
       this.stage(`workload: ${o.clients} client(s) warming up`)
       await this.startWorkload()
-      // the clients' member lists fill up first: not part of the steady state
+      // the clients' member lists fill up first: not part of the steady state (in a ring of a
+      // hundred, a client that knows a few members routes most ops over several slow hops)
+      await this.waitForClientViews(Math.max(20_000, TUNING.clientViewMsPerNode * o.nodes))
       await sleep(Math.min(TUNING.warmupMs, o.steadyMs), this.signal)
       this.stage(`workload: steady state for ${(o.steadyMs / 1000).toFixed(0)} s`)
       this.rec.marks.steadyStart = Date.now()
@@ -461,6 +465,26 @@ class Testnet {
 
   private async startWorkload (): Promise<void> {
     await Promise.all(this.clients.map(async (c, i) => { await c.request('workload-start', { plan: this.plan(i, c) }) }))
+  }
+
+  /** Waits until every client's member list holds every live node, or `ms` passed (noted). */
+  private async waitForClientViews (ms: number): Promise<void> {
+    const until = Date.now() + ms
+    const want = this.nodes.filter(n => n.alive).map(n => n.peerId)
+    let short: string[] = []
+    while (true) {
+      short = []
+      await Promise.all(this.clients.map(async c => {
+        const info = await c.request('info', {}, 10_000).catch(() => undefined) as { members?: unknown } | undefined
+        const members = new Set(Array.isArray(info?.members) ? info.members : [])
+        const missing = want.filter(p => p != null && !members.has(p)).length
+        if (missing > 0) short.push(`${c.name} misses ${missing}`)
+      }))
+      if (short.length === 0) return
+      if (Date.now() >= until) break
+      await sleep(1000, this.signal)
+    }
+    this.rec.note(`the clients' member lists were still incomplete after ${(ms / 1000).toFixed(0)} s (${short.join(', ')}); the steady state starts anyway`)
   }
 
   private async stopWorkload (): Promise<WorkloadRecord[]> {
