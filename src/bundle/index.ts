@@ -369,12 +369,14 @@ class DefaultBundleService implements BundleService {
   private running = false
   private serving = 0
   /**
-   * Peers this node recently served blocks to, newest last: they hold (part of) what they asked
-   * for, so a busy or lacking reply refers askers to them. Spreads a fleet's fetches over the
-   * peers that already fetched, where the DHT names only those whose (deliberately spread-out)
-   * provides have landed.
+   * Block key → the peers this node served that block to, newest last (the most recently served
+   * blocks only). A busy reply refers the asker to the peers that got the blocks it asks for:
+   * they hold them, so a fleet's fetches spread over the peers that already fetched, where the DHT
+   * names only those whose (deliberately spread-out) provides have landed. Only peers that got
+   * those very blocks: referrals to peers of another bundle sent a 100-node ring's fetchers
+   * chasing peers that lacked everything.
    */
-  private readonly served = new Map<string, PeerId>()
+  private readonly servedTo = new Map<string, PeerId[]>()
   private provideChain: Promise<void> = Promise.resolve()
   private readonly provided = new Set<string>()
   private readonly counters: BundleStats = { servedBytes: 0, servedBlocks: 0, fetchedBytes: 0, fetchedBlocks: 0, referredPeers: 0 }
@@ -461,16 +463,15 @@ class DefaultBundleService implements BundleService {
       const want = decodeRequest((await lp.read({ signal })).subarray())
       const reply: BlockReply = { blocks: [] }
       const asker = connection.remotePeer
-      let lacking = false
       if (busy) {
         reply.busy = true
+        const peers = await this.referrals(want, asker)
+        if (peers.length > 0) reply.peers = peers
       } else {
         let bytes = 0
         for (const cid of want) {
           const data = await this.store.getBlock(cid)
-          if (data == null) {
-            lacking = true
-          } else if (bytes + data.byteLength <= MAX_REPLY_BYTES) {
+          if (data != null && bytes + data.byteLength <= MAX_REPLY_BYTES) {
             reply.blocks.push({ cid, data })
             bytes += data.byteLength
           }
@@ -478,16 +479,7 @@ class DefaultBundleService implements BundleService {
         this.counters.servedBytes += bytes
         this.counters.servedBlocks += reply.blocks.length
         this.metrics.served?.increment(bytes)
-      }
-      if (busy || lacking) {
-        const peers = await this.referrals(asker)
-        if (peers.length > 0) reply.peers = peers
-      }
-      if (reply.blocks.length > 0) {
-        const key = asker.toString()
-        this.served.delete(key)
-        this.served.set(key, asker)
-        if (this.served.size > MAX_REFERRALS * 4) this.served.delete(this.served.keys().next().value as string)
+        for (const block of reply.blocks) this.noteServed(keyOf(block.cid), asker)
       }
       await lp.write(encodeReply(reply), { signal })
       await stream.close({ signal })
@@ -499,12 +491,26 @@ class DefaultBundleService implements BundleService {
     }
   }
 
-  /** The newest peers this node served, with the addresses it knows for them. */
-  private async referrals (asker: PeerId): Promise<Referral[]> {
+  private noteServed (key: string, peer: PeerId): void {
+    const list = (this.servedTo.get(key) ?? []).filter(p => !p.equals(peer))
+    list.push(peer)
+    if (list.length > MAX_REFERRALS) list.shift()
+    this.servedTo.delete(key)
+    this.servedTo.set(key, list)
+    if (this.servedTo.size > 1024) this.servedTo.delete(this.servedTo.keys().next().value as string)
+  }
+
+  /** The peers most recently served the wanted blocks, with the addresses this node knows for them. */
+  private async referrals (want: CID[], asker: PeerId): Promise<Referral[]> {
+    const candidates = new Map<string, PeerId>()
+    for (const cid of want) {
+      for (const id of [...(this.servedTo.get(keyOf(cid)) ?? [])].reverse()) {
+        if (!id.equals(asker)) candidates.set(id.toString(), id)
+      }
+    }
     const out: Referral[] = []
-    for (const id of [...this.served.values()].reverse()) {
+    for (const id of candidates.values()) {
       if (out.length >= MAX_REFERRALS) break
-      if (id.equals(asker)) continue
       const peer = await this.libp2p.peerStore.get(id).catch(() => undefined)
       const addrs = (peer?.addresses ?? []).map(a => a.multiaddr).filter(a => a.bytes.byteLength <= MAX_REFERRAL_ADDR_BYTES).slice(0, MAX_REFERRAL_ADDRS)
       if (addrs.length > 0 || this.libp2p.getConnections(id).length > 0) out.push({ id, addrs })

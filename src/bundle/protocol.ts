@@ -6,8 +6,8 @@
  * - reply (dag-cbor): `{ blocks: [{ cid, data }], busy?, peers? }`: the wanted blocks the peer
  *   holds (any subset, so partial holders answer with what they have); `busy` when the peer is
  *   already serving as many requests as it allows, so the asker tries someone else; `peers`, when
- *   it is busy or lacks a wanted block: up to {@link MAX_REFERRALS} peers it recently served blocks
- *   to, `{ id: peer id multihash, addrs: multiaddr bytes[] }`, likely holders the asker tries next
+ *   it is busy: up to {@link MAX_REFERRALS} peers it recently served the wanted blocks to,
+ *   `{ id: peer id multihash, addrs: multiaddr bytes[] }`, holders the asker tries instead
  */
 import * as dagCbor from '@ipld/dag-cbor'
 import { peerIdFromMultihash } from '@libp2p/peer-id'

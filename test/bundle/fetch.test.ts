@@ -130,17 +130,21 @@ describe('bundle fetch', () => {
     expect(provides).toBe(1)
   })
 
-  it('a peer lacking the blocks refers the asker to peers it served, which it dials and fetches from', async () => {
-    const publisher = await make()
-    const served = await make()
-    // the publisher serves `served` one bundle, so it knows `served` as a peer that fetched from it
-    const first = await publisher.bundles.packFiles(randomFiles(1, 100_000))
-    await connect(served, publisher)
-    await served.bundles.fetch(first.cid, { declaredSize: first.size })
-    // `served` alone holds a second bundle; the fetcher is connected to the publisher only, and
-    // walks no DHT within the test: the referral is its only way to `served`
+  it('a busy holder refers the asker to the peers it served the wanted blocks, which it dials and fetches from', async () => {
+    const publisher = await make({ maxServing: 1 })
     const files = randomFiles(2, 300_000)
-    const second = await served.bundles.packFiles(files)
+    const packed = await publisher.bundles.packFiles(files)
+    // the publisher serves `served` the whole bundle
+    const served = await make()
+    await connect(served, publisher)
+    await served.bundles.fetch(packed.cid, { declaredSize: packed.size })
+    // a peer that opens a request and never sends it holds the publisher's one serving slot
+    const hog = await overlay()
+    peers.push(hog)
+    await connect(hog, publisher)
+    const held = await hog.dialProtocol(publisher.libp2p.peerId, PROTOCOL)
+    // the fetcher is connected to the publisher only and walks no DHT within the test: the
+    // publisher's referral is its only way to `served`
     const fetcher = await make({ discoveryDelayMs: 60_000 })
     const dht = fetcher.libp2p.services.moltDht
     const findProviders = dht.findProviders.bind(dht)
@@ -148,11 +152,12 @@ describe('bundle fetch', () => {
     dht.findProviders = (...args) => { queries++; return findProviders(...args) }
     await connect(fetcher, publisher)
     expect(fetcher.libp2p.getConnections(served.libp2p.peerId)).toHaveLength(0)
-    const result = await fetcher.bundles.fetch(second.cid, { declaredSize: second.size })
+    const result = await fetcher.bundles.fetch(packed.cid, { declaredSize: packed.size })
     expect(Object.keys(result.fromPeers)).toEqual([served.libp2p.peerId.toString()])
-    expect(sameFiles(await fetcher.bundles.files(second.cid), files)).toBe(true)
+    expect(sameFiles(await fetcher.bundles.files(packed.cid), files)).toBe(true)
     expect(queries).toBe(0)
     expect(fetcher.bundles.stats().referredPeers).toBe(1)
+    held.abort(new Error('done'))
   })
 
   it('moves off a provider that accepts the request and never answers', async () => {
