@@ -83,18 +83,6 @@ export async function sleep (ms: number, signal?: AbortSignal): Promise<void> {
   })
 }
 
-/** The workload's own deadline of an attempt: the layer's deadline and a second of grace. */
-class BackstopError extends Error {
-  override name = 'BackstopError'
-}
-
-function backstop (remainingMs: number): AbortSignal {
-  const controller = new AbortController()
-  const ms = Math.max(1, remainingMs) + 1000
-  setTimeout(() => { controller.abort(new BackstopError(`no answer within ${ms} ms`)) }, ms).unref()
-  return controller.signal
-}
-
 /** The result of one op with retries: it succeeded when `outcome` is `ok`. */
 interface Attempted {
   value?: unknown
@@ -193,14 +181,16 @@ export class Workload {
     while (true) {
       attempts++
       const remaining = until - Date.now()
+      // the workload's own deadline of the attempt: the layer's, and a second of grace
+      const backstop = AbortSignal.timeout(Math.max(1, remaining) + 1000)
       try {
-        const value = await this.call(method, args, { deadlineMs: Math.max(1, remaining), signal: backstop(remaining) })
+        const value = await this.call(method, args, { deadlineMs: Math.max(1, remaining), signal: backstop })
         return { value, attempts, outcome: 'ok' }
       } catch (err) {
         // the backstop fired: the op's deadline passed with no answer, as the layer's own deadline
         // reports it; the backstop wins that race only when the node's event loop runs so late
         // (100 nodes in one process) that the call reached the layer a second after it was made
-        last = err instanceof BackstopError ? 'CallTimeoutError' : failureName(err)
+        last = backstop.aborted ? 'CallTimeoutError' : failureName(err)
         const kind = classify(last)
         if (kind !== 'retryable') {
           log('%s %o: %s (%s)', method, args[0], last, (err as Error).message)

@@ -74,6 +74,8 @@ export class Swarm {
   fetchedBlocks = 0
   /** peers added because another peer referred us to them */
   referred = 0
+  /** when the connected peers were last listed */
+  private refreshedAt = -Infinity
 
   constructor (
     private readonly libp2p: MoltLibp2p,
@@ -130,8 +132,6 @@ export class Swarm {
   wake (): void {
     this.wakeUp?.()
   }
-
-  private refreshedAt = -Infinity
 
   /**
    * Adds the peers connected now: at once, then at most once a second while no holder is known

@@ -27,6 +27,11 @@ export function validateKey (key: unknown): string {
   return key
 }
 
+/** The datastore key of an app store key (checked). */
+function storeKey (key: unknown): Key {
+  return new Key(`/${validateKey(key)}`)
+}
+
 function validatePrefix (prefix: unknown): string {
   if (prefix == null) return ''
   if (typeof prefix !== 'string' || prefix.length > 1024 || !PREFIX.test(prefix)) {
@@ -88,7 +93,7 @@ export function createAppStore (datastore: Datastore, options: { readOnly?: bool
   const refuse = (): never => { throw new ReadOnlyStoreError('this store is read only') }
   return {
     async get (key) {
-      const k = new Key(`/${validateKey(key)}`)
+      const k = storeKey(key)
       try {
         return decodeValue(await datastore.get(k))
       } catch (err) {
@@ -98,12 +103,12 @@ export function createAppStore (datastore: Datastore, options: { readOnly?: bool
     },
     async put (key, value) {
       if (readOnly) refuse()
-      const k = new Key(`/${validateKey(key)}`)
+      const k = storeKey(key)
       await datastore.put(k, encodeValue(value))
     },
     async delete (key) {
       if (readOnly) refuse()
-      await datastore.delete(new Key(`/${validateKey(key)}`))
+      await datastore.delete(storeKey(key))
     },
     async * entries (prefix) {
       for (const [key, bytes] of await rawEntries(datastore, prefix)) {
@@ -120,7 +125,7 @@ export function createAppStore (datastore: Datastore, options: { readOnly?: bool
 export async function applyWrites (datastore: Datastore, writes: ReadonlyArray<{ key: string, value?: Value }>): Promise<void> {
   const batch = datastore.batch()
   for (const w of writes) {
-    const k = new Key(`/${validateKey(w.key)}`)
+    const k = storeKey(w.key)
     if ('value' in w) batch.put(k, encodeValue(w.value))
     else batch.delete(k)
   }

@@ -92,10 +92,10 @@ const TF_BATCH_WRITES = 256
 /**
  * The store a TF writes: puts and deletes are buffered and sent in batches (one message and one
  * datastore batch per {@link TF_BATCH_WRITES}, the rest at `flush`), not one round trip to the
- * main thread per record, which on a busy node made a TF of a few hundred records take seconds
- * of the node's out-of-service time. Reads see the buffered writes. A bad key or value fails the
- * TF at the flush that carries it rather than at its own `put`; the TF's namespace is wiped
- * before any re-run, so nothing half-written survives either way.
+ * main thread per record, whose event loop a node under upgrade shares with its network traffic.
+ * Reads see the buffered writes. A bad key or value fails the TF at the flush that carries it
+ * rather than at its own `put`; the TF's namespace is wiped before any re-run, so nothing
+ * half-written survives either way.
  */
 function writeBehindStore (ns: string): AppStore & { flush: () => Promise<void> } {
   const base = makeStore(ns, false)
