@@ -11,7 +11,11 @@
  *   cap (`memoryMb`). Objects recover from their stores, as after any soft restart.
  * - `load` ends the old worker before starting the new one: the old version's code, objects and
  *   timers are gone with it.
- * - TFs and invariant checks run in their own short-lived workers, under a deadline.
+ * - TFs and invariant checks run in their own short-lived workers, under a deadline. A forward
+ *   TF's worker, once the TF succeeded, goes on to serve the version it transformed to (the next
+ *   `load` of that bundle takes it); `prepare` starts that worker ahead of time, with the bundle
+ *   imported, so that neither a thread start nor an import falls in the node's time out of
+ *   service.
  */
 import { createHash, randomBytes } from 'node:crypto'
 import { mkdir, rm, stat, writeFile } from 'node:fs/promises'
@@ -31,7 +35,7 @@ import {
 } from './errors.ts'
 import { MOLT_APP_API, type HealthReport, type Value } from './model.ts'
 import { appNamespace, applyWrites, clearStore, createAppStore, createReadonlyAppStore, futureSoNamespace, pastSoNamespace, storeDigest, validateClass } from './store.ts'
-import type { FromWorker, HealthAnswer, JobData, ServeData, ToWorker, WireError, WorkerData } from './protocol.ts'
+import type { FromWorker, HealthAnswer, JobData, ServeData, StandbyData, ToWorker, WireError, WorkerData } from './protocol.ts'
 import type { ReadonlyAppStore } from './model.ts'
 import type { AbortOptions } from '@libp2p/interface'
 import type { Datastore } from 'interface-datastore'
@@ -329,6 +333,8 @@ export interface HostStatus {
   generation: number
   /** the serving worker's thread id */
   threadId?: number
+  /** the thread id of the prepared worker ({@link AppHost.prepare}), while one waits */
+  prepared?: number
   class?: string
   version?: number
   /** past-SO links as `[from, to]` */
@@ -398,7 +404,22 @@ export interface AppHost {
   /** A read-only view of the current object's state, read from the main thread. */
   state(): ReadonlyAppStore
 
-  /** Runs a TF in its own worker, on a freshly emptied `to` namespace. */
+  /**
+   * Starts the worker the next version will run in, and imports `bundle` in it, while the
+   * current version still serves: the next `transform` of that bundle runs in it, and once the TF
+   * succeeded the next `load` whose current object comes from that bundle serves in it. One
+   * prepared worker at most: preparing another bundle ends the previous one; a `load` of any other
+   * bundle ends it, as does `stop`. Rejects `AppLoadError` (or `AppApiMismatchError`) when the
+   * bundle cannot be imported; then nothing is prepared.
+   */
+  prepare(bundle: BundleSource, options?: AbortOptions): Promise<void>
+
+  /**
+   * Runs a TF on a freshly emptied `to` namespace, in the prepared worker when it holds this
+   * bundle, else in a new one. After a forward TF succeeds, its worker is kept to serve the
+   * version it transformed to: module-level state the TF leaves behind is seen by that version's
+   * objects.
+   */
   transform(request: TransformRequest): Promise<TransformResult>
 
   /** Runs the `invariants` export of `bundle` on the state in `namespace`. */
@@ -407,7 +428,13 @@ export interface AppHost {
   /** What runs now. */
   status(): HostStatus
 
-  /** Ends the worker (objects' `stop()` first, bounded by `stopMs`); `load` may start another. */
+  /**
+   * Ends the serving worker (objects' `stop()` first, bounded by `stopMs`); a prepared worker
+   * stays for the next `transform` and `load`.
+   */
+  unload(): Promise<void>
+
+  /** Ends every worker, prepared ones too (objects' `stop()` first, bounded by `stopMs`); `load` may start another. */
   stop(): Promise<void>
 }
 
@@ -487,11 +514,61 @@ interface Pending {
   reject(err: Error): void
 }
 
+/** Starts a worker thread on `data`, capped at `memoryMb` of heap. */
+function spawnWorker (data: WorkerData, memoryMb: number): Worker {
+  const argv = workerExecArgv()
+  return new Worker(WORKER_URL, {
+    workerData: data,
+    resourceLimits: { maxOldGenerationSizeMb: memoryMb, maxYoungGenerationSizeMb: Math.max(4, Math.min(32, Math.floor(memoryMb / 4))) },
+    ...(argv != null ? { execArgv: argv } : {}),
+    stdout: false,
+    stderr: false
+  })
+}
+
 /**
- * One worker thread and the requests in flight to it.
+ * A worker with a bundle imported and no task, between runs: a prepared worker, or a TF's worker
+ * kept to serve. Listens for its own end (an unheard `error` would throw in the main thread).
+ */
+class ParkedWorker {
+  gone = false
+  private readonly onGone = (): void => { this.gone = true }
+
+  constructor (readonly url: string, private readonly worker: Worker) {
+    worker.on('error', this.onGone)
+    worker.on('exit', this.onGone)
+  }
+
+  get threadId (): number {
+    return this.worker.threadId
+  }
+
+  /** The thread, for a new run; `undefined` when it ended meanwhile. */
+  take (): Worker | undefined {
+    this.worker.off('error', this.onGone)
+    this.worker.off('exit', this.onGone)
+    return this.gone ? undefined : this.worker
+  }
+
+  end (): void {
+    this.gone = true
+    void this.worker.terminate().catch(() => {})
+  }
+}
+
+/** The prepared worker, or the one being prepared, by the URL of the bundle it imported. */
+interface Standby {
+  url: string
+  /** `undefined` when it failed to start */
+  ready: Promise<ParkedWorker | undefined>
+  parked?: ParkedWorker
+}
+
+/**
+ * One worker thread's task (serving a spec, a job, or waiting prepared) and the requests in
+ * flight to it.
  */
 class WorkerRun {
-  readonly worker: Worker
   readonly pending = new Map<number, Pending>()
   /** aborts the outgoing calls the worker made when it ends */
   readonly lifetime = new AbortController()
@@ -504,8 +581,8 @@ class WorkerRun {
   private startedResolvers = Promise.withResolvers<void>()
 
   constructor (
-    data: WorkerData,
-    memoryMb: number,
+    readonly worker: Worker,
+    private readonly memoryMb: number,
     readonly stores: Map<string, StoreBinding>,
     private readonly components: HostComponents,
     private readonly klass: string,
@@ -514,24 +591,40 @@ class WorkerRun {
   ) {
     this.started = this.startedResolvers.promise
     this.started.catch(() => {})
-    const argv = workerExecArgv()
-    this.worker = new Worker(WORKER_URL, {
-      workerData: data,
-      resourceLimits: { maxOldGenerationSizeMb: memoryMb, maxYoungGenerationSizeMb: Math.max(4, Math.min(32, Math.floor(memoryMb / 4))) },
-      ...(argv != null ? { execArgv: argv } : {}),
-      stdout: false,
-      stderr: false
-    })
-    this.worker.on('message', (msg: FromWorker) => { this.onMessage(msg) })
-    this.worker.on('error', (err: Error) => {
-      const error = (err as { code?: string }).code === 'ERR_WORKER_OUT_OF_MEMORY'
-        ? new WorkerCrashedError(`the worker exceeded its memory cap of ${memoryMb} MB`)
-        : new WorkerCrashedError(`the worker crashed: ${err.message}`)
-      this.end(error)
-    })
-    this.worker.on('exit', (code) => {
-      this.end(new WorkerCrashedError(`the worker exited with code ${code}`))
-    })
+    worker.on('message', this.onMessage)
+    worker.on('error', this.onError)
+    worker.on('exit', this.onExit)
+  }
+
+  private readonly onError = (err: Error): void => {
+    const error = (err as { code?: string }).code === 'ERR_WORKER_OUT_OF_MEMORY'
+      ? new WorkerCrashedError(`the worker exceeded its memory cap of ${this.memoryMb} MB`)
+      : new WorkerCrashedError(`the worker crashed: ${err.message}`)
+    this.end(error)
+  }
+
+  private readonly onExit = (code: number): void => {
+    this.end(new WorkerCrashedError(`the worker exited with code ${code}`))
+  }
+
+  /**
+   * Hands the thread on (to a {@link ParkedWorker}, then another run) without ending it. Only
+   * once nothing is in flight: what was pending fails as if the worker had ended.
+   */
+  release (): Worker {
+    this.worker.off('message', this.onMessage)
+    this.worker.off('error', this.onError)
+    this.worker.off('exit', this.onExit)
+    if (!this.ended) {
+      this.ended = true
+      const error = new WorkerCrashedError('the worker was handed on')
+      this.startedResolvers.reject(error)
+      this.lifetime.abort(error)
+      for (const p of this.pending.values()) p.reject(error)
+      this.pending.clear()
+      this.drained?.resolve()
+    }
+    return this.worker
   }
 
   get threadId (): number {
@@ -609,7 +702,7 @@ class WorkerRun {
     }
   }
 
-  private onMessage (msg: FromWorker): void {
+  private readonly onMessage = (msg: FromWorker): void => {
     switch (msg.t) {
       case 'ready':
         this.startedResolvers.resolve()
@@ -745,6 +838,8 @@ class DefaultAppHost implements AppHost {
   private heartbeat: ReturnType<typeof setInterval> | undefined
   private lastPeers = ''
   private ops: Promise<unknown> = Promise.resolve()
+  /** the prepared worker (or the one preparing), by the URL of the bundle it imported */
+  private standby: Standby | undefined
 
   constructor (private readonly components: HostComponents, init: HostInit = {}) {
     if (components?.store == null || typeof components.store.namespace !== 'function') {
@@ -923,7 +1018,9 @@ class DefaultAppHost implements AppHost {
   private async startWorker (spec: ResolvedSpec, signal?: AbortSignal): Promise<WorkerRun> {
     const { data, stores } = this.serveData(spec)
     this.generation++
-    const run = new WorkerRun(data, this.memoryMb, stores, this.components, spec.class, this.onEnd, this.onLog)
+    const prepared = await this.takeStandby(spec.current.url)
+    const run = new WorkerRun(prepared ?? spawnWorker(data, this.memoryMb), this.memoryMb, stores, this.components, spec.class, this.onEnd, this.onLog)
+    if (prepared != null) run.post({ t: 'begin', data })
     const timer = setTimeout(() => { run.end(new AppLoadError(`version ${spec.version} did not start within ${this.startTimeoutMs} ms`)) }, this.startTimeoutMs)
     try {
       await raceSignal(run.started, signal, () => signal?.reason instanceof Error ? signal.reason : new AppLoadError('start aborted'))
@@ -1058,6 +1155,7 @@ class DefaultAppHost implements AppHost {
   async load (spec: HostSpec, options: AbortOptions = {}): Promise<void> {
     await this.serial(async () => {
       const resolved = await this.resolveSpec(spec, options.signal)
+      if (this.standby != null && this.standby.url !== resolved.current.url) this.dropStandby()
       // first, so a restart in progress ends the worker it starts instead of adopting it
       this.spec = undefined
       await this.endWorker(`replaced by version ${resolved.version}`)
@@ -1187,18 +1285,27 @@ class DefaultAppHost implements AppHost {
     return createReadonlyAppStore(this.components.store.namespace(appNamespace(spec.class, spec.stateVersion)))
   }
 
-  private async job (data: JobData, stores: Map<string, StoreBinding>, deadlineMs: number, signal?: AbortSignal): Promise<unknown> {
+  /**
+   * Runs a job in `worker` (prepared, started with `begin`) or a new one. With `keep`, the worker of
+   * a job that succeeded is parked for the next `load` of that bundle instead of ended.
+   */
+  private async job (data: JobData, stores: Map<string, StoreBinding>, deadlineMs: number, signal: AbortSignal | undefined, keep: boolean): Promise<unknown> {
     const ended = Promise.withResolvers<never>()
     ended.promise.catch(() => {})
-    const run = new WorkerRun(data, this.memoryMb, stores, this.components, '', (_r, error) => { ended.reject(error) }, this.onLog)
+    const prepared = await this.takeStandby(data.module.url)
+    const run = new WorkerRun(prepared ?? spawnWorker(data, this.memoryMb), this.memoryMb, stores, this.components, '', (_r, error) => { ended.reject(error) }, this.onLog)
     const result = Promise.withResolvers<unknown>()
     run.pending.set(0, result)
+    if (prepared != null) run.post({ t: 'begin', data })
     let timer: ReturnType<typeof setTimeout> | undefined
     const timeout = new Promise<never>((_resolve, reject) => {
       timer = setTimeout(() => { reject(new TransformTimeoutError(`the ${data.mode === 'transform' ? 'TF' : 'invariant check'} did not finish within ${deadlineMs} ms`)) }, deadlineMs)
     })
+    let done = false
     try {
-      return await raceSignal(Promise.race([result.promise, ended.promise, timeout]), signal, () => new TransformTimeoutError('aborted'))
+      const value = await raceSignal(Promise.race([result.promise, ended.promise, timeout]), signal, () => new TransformTimeoutError('aborted'))
+      done = true
+      return value
     } catch (err) {
       if (err instanceof WorkerCrashedError) {
         throw new TransformFailedError(`the ${data.mode === 'transform' ? 'TF' : 'invariant check'} worker ended: ${err.message}`, { cause: err })
@@ -1206,10 +1313,70 @@ class DefaultAppHost implements AppHost {
       throw err
     } finally {
       clearTimeout(timer)
-      run.post({ t: 'abort', id: 0 })
-      run.end(new WorkerCrashedError('job done'))
-      await run.worker.terminate().catch(() => {})
+      if (done && keep && !run.ended) {
+        this.park(data.module.url, run.release())
+      } else {
+        run.post({ t: 'abort', id: 0 })
+        run.end(new WorkerCrashedError('job done'))
+        await run.worker.terminate().catch(() => {})
+      }
     }
+  }
+
+  // ---- the prepared worker ---------------------------------------------------------------------
+
+  async prepare (bundle: BundleSource, options: AbortOptions = {}): Promise<void> {
+    const { url } = await this.materialise(bundle, options.signal)
+    const current = this.standby
+    if (current?.url === url && await current.ready.then(p => p != null && !p.gone)) return
+    if (this.standby === current) this.dropStandby()
+    const data: StandbyData = { mode: 'standby', api: MOLT_APP_API, modules: [{ url }] }
+    const run = new WorkerRun(spawnWorker(data, this.memoryMb), this.memoryMb, new Map(), this.components, '', () => {}, this.onLog)
+    const ready = (async (): Promise<ParkedWorker> => {
+      const timer = setTimeout(() => { run.end(new AppLoadError(`the prepared worker did not import ${url} within ${this.startTimeoutMs} ms`)) }, this.startTimeoutMs)
+      try {
+        await raceSignal(run.started, options.signal, () => options.signal?.reason instanceof Error ? options.signal.reason : new AppLoadError('prepare aborted'))
+      } catch (err) {
+        run.end(err as Error)
+        throw err
+      } finally {
+        clearTimeout(timer)
+      }
+      return new ParkedWorker(url, run.release())
+    })()
+    const entry: Standby = { url, ready: ready.catch(() => undefined) }
+    this.standby = entry
+    try {
+      const parked = await ready
+      entry.parked = parked
+      // replaced or dropped while it started
+      if (this.standby !== entry) parked.end()
+      else log('prepared worker (thread %d) imported %s', parked.threadId, url)
+    } catch (err) {
+      if (this.standby === entry) this.standby = undefined
+      throw err
+    }
+  }
+
+  /** Keeps a worker with `url` imported and nothing to do, for the next run of that bundle. */
+  private park (url: string, worker: Worker): void {
+    this.dropStandby()
+    const parked = new ParkedWorker(url, worker)
+    this.standby = { url, ready: Promise.resolve(parked), parked }
+  }
+
+  /** The prepared worker, when it holds `url`; it is no longer prepared. */
+  private async takeStandby (url: string): Promise<Worker | undefined> {
+    const s = this.standby
+    if (s == null || s.url !== url) return undefined
+    this.standby = undefined
+    return (await s.ready)?.take()
+  }
+
+  private dropStandby (): void {
+    const s = this.standby
+    this.standby = undefined
+    void s?.ready.then(p => { p?.end() })
   }
 
   async transform (request: TransformRequest): Promise<TransformResult> {
@@ -1223,7 +1390,9 @@ class DefaultAppHost implements AppHost {
       ['next', { datastore: next, readOnly: false }]
     ])
     const data: JobData = { mode: 'transform', api: MOLT_APP_API, module: { url: module.url }, reverse: request.reverse === true, now: request.now, seed: request.seed, invariants: request.invariants === true }
-    const report = await this.job(data, stores, positive(request.deadlineMs, this.transformMs, 'deadlineMs'), request.signal) as CheckReport | null
+    // a forward TF's worker serves the version it transformed to next; a reverse TF's module is
+    // the newer one, which is not loaded next
+    const report = await this.job(data, stores, positive(request.deadlineMs, this.transformMs, 'deadlineMs'), request.signal, request.reverse !== true) as CheckReport | null
     const digest = await storeDigest(next)
     log('%s from %s to %s: digest %s', request.reverse === true ? 'reverse TF' : 'TF', request.from, request.to, digest)
     return report == null ? { digest } : { digest, invariants: report }
@@ -1234,7 +1403,7 @@ class DefaultAppHost implements AppHost {
     const stores = new Map<string, StoreBinding>([['state', { datastore: this.components.store.namespace(namespace), readOnly: true }]])
     const data: JobData = { mode: 'invariants', api: MOLT_APP_API, module: { url: module.url } }
     try {
-      return await this.job(data, stores, this.transformMs, options.signal) as CheckReport
+      return await this.job(data, stores, this.transformMs, options.signal, false) as CheckReport
     } catch (err) {
       const e = err as Error
       return { ok: false, failures: [`invariants could not run: ${e.name}: ${e.message}`] }
@@ -1252,6 +1421,8 @@ class DefaultAppHost implements AppHost {
       quiesced: this.quiesced
     }
     if (run != null && !run.ended) status.threadId = run.threadId
+    const parked = this.standby?.parked
+    if (parked != null && !parked.gone) status.prepared = parked.threadId
     if (spec != null) {
       status.class = spec.class
       status.version = spec.version
@@ -1259,8 +1430,17 @@ class DefaultAppHost implements AppHost {
     return status
   }
 
+  async unload (): Promise<void> {
+    await this.serial(async () => {
+      this.spec = undefined
+      this.failed = undefined
+      await this.endWorker('unloaded')
+    })
+  }
+
   async stop (): Promise<void> {
     await this.serial(async () => {
+      this.dropStandby()
       this.spec = undefined
       this.failed = undefined
       if (this.heartbeat != null) {

@@ -45,8 +45,18 @@ export interface JobData {
   invariants?: boolean
 }
 
+/**
+ * A prepared worker: it imports these modules and waits for `begin`. The next version's worker,
+ * started before the node goes out of service: it runs the TF, then serves.
+ */
+export interface StandbyData {
+  mode: 'standby'
+  api: string
+  modules: ModuleRef[]
+}
+
 /** The data a worker starts with. */
-export type WorkerData = ServeData | JobData
+export type WorkerData = ServeData | JobData | StandbyData
 
 /** Store namespaces a job sees, by role. */
 export type StoreRole = 'old' | 'future' | 'next' | 'state'
@@ -55,6 +65,8 @@ export type StoreRole = 'old' | 'future' | 'next' | 'state'
 export type ToWorker =
   | { t: 'invoke', id: number, kind: 'current' | 'past' | 'future', version: number, method: string, args: Value[], peer: string, caller: { version: number, class: string } }
   | { t: 'abort', id: number }
+  /** a prepared worker's task: a job (answered as `res` id 0, then it waits again) or serving */
+  | { t: 'begin', data: ServeData | JobData }
   | { t: 'future', id: number, version: number, namespace: string, module: ModuleRef }
   | { t: 'quiesce', id: number, ms: number }
   | { t: 'health', id: number }

@@ -13,7 +13,7 @@
  */
 import { AsyncLocalStorage } from 'node:async_hooks'
 import { parentPort, workerData } from 'node:worker_threads'
-import { toWire, type FromWorker, type HealthAnswer, type JobData, type ModuleRef, type ServeData, type ToWorker, type WireCallOptions, type WireError } from './protocol.ts'
+import { toWire, type FromWorker, type HealthAnswer, type JobData, type ModuleRef, type ServeData, type ToWorker, type WireCallOptions, type WireError, type WorkerData } from './protocol.ts'
 import { satisfies } from './semver.ts'
 import type {
   AppObject, AppStore, CallContext, ClassModule, Delegate, HostApi, HostTimers, Invariant, OutgoingCallOptions,
@@ -24,7 +24,7 @@ const port = parentPort
 if (port == null) {
   throw new Error('the molt host worker must run in a worker thread')
 }
-const data = workerData as ServeData | JobData
+const data = workerData as WorkerData
 
 
 function post (message: FromWorker): void {
@@ -229,7 +229,7 @@ async function outside<T> (fn: () => Promise<T>): Promise<T> {
 // ---------------------------------------------------------------------------------------------
 // host API
 
-let peerList: string[] = (data as ServeData).peers ?? []
+let peerList: string[] = data.mode === 'serve' ? data.peers : []
 let quiesced = false
 const timers = new Map<number, ReturnType<typeof setTimeout>>()
 let timerIds = 0
@@ -645,10 +645,12 @@ async function runJob (job: JobData): Promise<unknown> {
     } catch (err) {
       const e = err as Error
       throw named('TransformFailedError', `the ${job.reverse === true ? 'reverse ' : ''}TF threw ${e?.name ?? 'Error'}: ${e?.message ?? String(err)}`)
+    } finally {
+      // a prepared worker serves the new version next, on the real clock
+      Date.now = ambient.now
+      Math.random = ambient.random
     }
     if (job.invariants !== true) return null
-    Date.now = ambient.now
-    Math.random = ambient.random
     return await checkInvariants(mod, readonly(makeStore('next', true)))
   }
   return await checkInvariants(mod, readonly(makeStore('state', true)))
@@ -674,18 +676,44 @@ process.on('unhandledRejection', (reason) => {
   post({ t: 'log', version: -1, message: `unhandled rejection in app code: ${String((reason as Error)?.message ?? reason)}`, args: [] })
 })
 
-if (data.mode === 'serve') {
-  const serve = data
-  port.on('message', (msg: ToWorker) => { onServeMessage(serve, msg) })
-  startServing(serve).then(() => { post({ t: 'ready' }) }, (err) => { post({ t: 'fatal', error: toWire(err) }) })
-} else {
-  const job = data
-  port.on('message', (msg: ToWorker) => {
-    if (msg.t === 'abort') {
-      jobAbort.abort(named('TransformTimeoutError', 'the deadline passed'))
-      return
-    }
+/** What this worker does now: nothing yet (prepared), a job, or serving. */
+let task: { mode: 'idle' } | { mode: 'job' } | { mode: 'serve', serve: ServeData } = { mode: 'idle' }
+
+function begin (next: ServeData | JobData): void {
+  if (task.mode !== 'idle') {
+    post({ t: 'fatal', error: toWire(named('AppLoadError', `the worker is busy (${task.mode}): it cannot begin ${next.mode}`)) })
+    return
+  }
+  if (next.mode === 'serve') {
+    task = { mode: 'serve', serve: next }
+    peerList = next.peers
+    startServing(next).then(() => { post({ t: 'ready' }) }, (err) => { post({ t: 'fatal', error: toWire(err) }) })
+    return
+  }
+  task = { mode: 'job' }
+  runJob(next).then(
+    (value) => { task = { mode: 'idle' }; post({ t: 'res', id: 0, ok: true, value }) },
+    (err) => { task = { mode: 'idle' }; post({ t: 'res', id: 0, ok: false, error: toWire(err) }) }
+  )
+}
+
+port.on('message', (msg: ToWorker) => {
+  if (msg.t === 'begin') {
+    begin(msg.data)
+  } else if (task.mode === 'serve') {
+    onServeMessage(task.serve, msg)
+  } else if (msg.t === 'abort') {
+    jobAbort.abort(named('TransformTimeoutError', 'the deadline passed'))
+  } else {
     onCommon(msg)
-  })
-  runJob(job).then((value) => { post({ t: 'res', id: 0, ok: true, value }) }, (err) => { post({ t: 'res', id: 0, ok: false, error: toWire(err) }) })
+  }
+})
+
+if (data.mode === 'standby') {
+  // the modules are imported (and checked) now, while the node still serves on its old worker;
+  // importing them again later is a cache hit
+  Promise.all(data.modules.map(async ref => await importModule(ref, data.api)))
+    .then(() => { post({ t: 'ready' }) }, (err) => { post({ t: 'fatal', error: toWire(err) }) })
+} else {
+  begin(data)
 }

@@ -658,6 +658,14 @@ class Manager implements UpgradeManager {
         if (manifest != null && upgrade != null && this.components.schedule != null) {
           await this.components.schedule({ manifest, upgrade, from: this.current, signal })
         }
+        // after the schedule's go (a prepared worker held for hours of waiting would only cost
+        // memory), before the quiesce: the node serves while the new code's worker starts
+        try {
+          await runtime.prepare?.(attempt.to.bundle, signal)
+        } catch (err) {
+          if (signal.aborted) throw err
+          log('preparing version %d failed (the upgrade goes on without) - %e', attempt.target, err)
+        }
         this.crash(phase, 'after')
         await this.enter(attempt, 'quiescing')
         return

@@ -93,6 +93,13 @@ export interface RunSpec {
 export interface UpgradeRuntime {
   /** (re)starts the app with this object and SO chains, ending what ran before */
   run(spec: RunSpec, signal: AbortSignal): Promise<void>
+  /**
+   * Gets the next version's code ready to run (a worker started, its bundle imported) while the
+   * running version still serves, so that none of that falls in the node's time out of service.
+   * Optional; a failure here is only logged (the TF or the start then fails the upgrade as it
+   * would have anyway).
+   */
+  prepare?(bundle: CID, signal: AbortSignal): Promise<void>
   /** adds a future-SO link to what runs now */
   installFuture(link: FutureLink, signal: AbortSignal): Promise<void>
   /** asks the running object to reach an update point; host timers stop */

@@ -222,8 +222,12 @@ export async function startAppRuntime (components: AppRuntimeComponents, options
       await hold([link.bundle], signal)
       await host.installFuture(link, { signal })
     },
+    prepare: async (bundle, signal) => {
+      await hold([bundle], signal)
+      await host.prepare(bundle, { signal })
+    },
     quiesce: async (signal) => { await host.quiesce({ signal }) },
-    stop: async () => { await host.stop() },
+    stop: async () => { await host.unload() },
     transform: async (request) => (await host.transform(request)).invariants,
     health: async (signal) => await host.health({ signal }),
     invariants: async (bundle, namespace, signal) => await host.invariants(bundle, namespace, { signal })

@@ -237,6 +237,63 @@ describe('host', () => {
     expect(a.invariants).toBeUndefined()
   })
 
+  it('prepares the next version\'s worker: the TF, then the new version run in it, on the real clock', async () => {
+    const { host, store } = await fresh()
+    await host.load(V1)
+    await call(host, 'incr')
+    const old = host.status().threadId
+    await host.prepare(app('counter-v2'))
+    const prepared = host.status().prepared
+    expect(prepared).toBeTypeOf('number')
+    expect(prepared).not.toBe(old)
+    // preparing the same bundle again keeps that worker
+    await host.prepare(app('counter-v2'))
+    expect(host.status().prepared).toBe(prepared)
+    await host.quiesce()
+    await host.unload()
+    expect(host.status()).toMatchObject({ state: 'idle', prepared })
+    const before = Date.now()
+    // no invariants after it: the clock is restored at the TF's end, not by the invariant check
+    await host.transform({ bundle: app('counter-v2'), from: 'app/counter/1', futureState: 'so/future/2', to: 'app/counter/2', now: 1, seed: 1 })
+    expect(await createAppStore(store.namespace('app/counter/2')).get('count')).toBe(1)
+    // the TF's worker waits to serve the version it transformed to
+    expect(host.status().prepared).toBe(prepared)
+    await host.load(V2)
+    expect(host.status()).toMatchObject({ state: 'running', version: 2, threadId: prepared })
+    expect(host.status().prepared).toBeUndefined()
+    const v2 = { kind: 'current' as const, version: 2 }
+    expect(await call(host, 'incr', [2], v2)).toBe(3)
+    expect(await call(host, 'now', [], v2) as number).toBeGreaterThanOrEqual(before)
+  })
+
+  it('a prepared worker ends when another bundle loads, a TF fails in it, or the host stops; a bundle that cannot load prepares nothing', async () => {
+    const { host, store } = await fresh()
+    await host.load(V1)
+    await host.prepare(app('counter-v2'))
+    const prepared = host.status().prepared
+    // a rollback loads the old version again: the prepared worker goes
+    await host.load(V1)
+    expect(host.status().prepared).toBeUndefined()
+    expect(host.status().threadId).not.toBe(prepared)
+    await expect(host.prepare(app('bad-api'))).rejects.toBeInstanceOf(AppApiMismatchError)
+    await expect(host.prepare(await appFiles('bare-import'))).rejects.toBeInstanceOf(AppLoadError)
+    expect(host.status().prepared).toBeUndefined()
+    expect(await call(host, 'get')).toBe(0)
+    // a TF that throws in the prepared worker: the worker ends with it, the next load starts afresh
+    await createAppStore(store.namespace('app/tally/0')).put('items/a', 1)
+    await host.prepare(app('tally-v1-throws'))
+    const tally = host.status().prepared
+    await expect(host.transform({ bundle: app('tally-v1-throws'), from: 'app/tally/0', futureState: 'so/future/1', to: 'app/tally/1', now: 1, seed: 1 }))
+      .rejects.toMatchObject({ name: 'TransformFailedError' })
+    expect(host.status().prepared).toBeUndefined()
+    await host.load(V2)
+    expect(host.status().threadId).not.toBe(tally)
+    await host.prepare(app('counter-v1'))
+    expect(host.status().prepared).toBeTypeOf('number')
+    await host.stop()
+    expect(host.status().prepared).toBeUndefined()
+  })
+
   it('a TF\'s writes go to the main thread in batches; it reads its own writes, and a bad key fails it', async () => {
     const { host, store } = await fresh()
     const old = createAppStore(store.namespace('app/counter/1'))

@@ -29,6 +29,7 @@ interface Behaviour {
   unhealthy?: boolean
   invariantFails?: boolean
   startFails?: boolean
+  prepareFails?: boolean
 }
 
 class TestRuntime implements UpgradeRuntime {
@@ -37,9 +38,17 @@ class TestRuntime implements UpgradeRuntime {
   transforms = 0
   futures: FutureLink[] = []
   hangQuiesce = 0
+  /** the runtime calls of upgrades, in order */
+  order: string[] = []
   constructor (private readonly store: MoltStore, private readonly behaviour: Map<string, Behaviour>) {}
 
+  async prepare (bundle: CID): Promise<void> {
+    this.order.push('prepare')
+    if (this.behaviour.get(bundle.toString())?.prepareFails === true) throw new AppLoadError('cannot import the bundle')
+  }
+
   async run (spec: RunSpec): Promise<void> {
+    this.order.push('run')
     this.runs++
     if (this.behaviour.get(spec.current.bundle.toString())?.startFails === true) {
       this.running = null
@@ -52,15 +61,17 @@ class TestRuntime implements UpgradeRuntime {
   async installFuture (link: FutureLink): Promise<void> { this.futures.push(link) }
 
   async quiesce (signal: AbortSignal): Promise<void> {
+    this.order.push('quiesce')
     if (this.hangQuiesce > 0) {
       this.hangQuiesce--
       await new Promise((_resolve, reject) => { signal.addEventListener('abort', () => { reject(signal.reason) }, { once: true }) })
     }
   }
 
-  async stop (): Promise<void> { this.running = null }
+  async stop (): Promise<void> { this.order.push('stop'); this.running = null }
 
   async transform (request: TransformRequest): Promise<CheckReport | undefined> {
+    this.order.push('transform')
     this.transforms++
     const b = this.behaviour.get(request.bundle.toString())
     if (request.reverse === true && b?.reverseTf == null) throw new AppLoadError('the bundle does not export reverseTransform')
@@ -156,6 +167,26 @@ describe('upgrade manager', () => {
     expect(runtime.running?.past).toEqual([{ from: 0, to: 0, bundle: w.manifests[0]!.body.classUpgrades[0]!.bundle }])
     expect(m.serving()).toMatchObject({ version: 1, past: [0], aliases: [], quiescing: false })
     expect((await m.history()).map(h => h.event)).toEqual(['upgraded'])
+  })
+
+  it('prepares the new version after the schedule\'s go and before the quiesce; a failed prepare is only logged', async () => {
+    const w = await world()
+    const runtime = new TestRuntime(w.store, w.behaviour)
+    const m = manager(w, runtime)
+    managers.push(m)
+    await m.start()
+    runtime.order = []
+    await publish(w, { tf: (n) => n * 2 })
+    m.poke()
+    await eventually(() => m.current.version === 1, 'at version 1')
+    expect(runtime.order).toEqual(['prepare', 'quiesce', 'stop', 'transform', 'run'])
+    runtime.order = []
+    await publish(w, { tf: (n) => n + 1, prepareFails: true })
+    m.poke()
+    await eventually(() => m.current.version === 2, 'at version 2')
+    expect(runtime.order).toEqual(['prepare', 'quiesce', 'stop', 'transform', 'run'])
+    expect(cbor.decode(await w.store.namespace('app/app/2').get(new Key('/count')))).toBe(43)
+    expect((await m.history()).map(h => h.event)).toEqual(['upgraded', 'upgraded'])
   })
 
   it('advances the version number alone when no class upgrade names its class', async () => {
