@@ -30,6 +30,10 @@ const log = logger('molt:bundle')
 
 /** Largest reply a node sends, in bytes. */
 const MAX_REPLY_BYTES = 4 * 1_048_576
+/** kad-dht's K: the peers a provider record is meant to reach */
+const KAD_K = 20
+/** re-provides while a record reached fewer than K peers (see `reprovideMs`) */
+const REPROVIDE_CHECKS = 7
 
 /**
  * Every regular file under `dir`, by `/`-separated relative path: what `pack` packs. Symlinks and
@@ -186,6 +190,15 @@ export interface BundleServiceInit {
    * @default true
    */
   provide?: boolean
+
+  /**
+   * After a provide whose record reached fewer than K (20) peers, a network still forming, the
+   * node provides again once it is connected to more peers than it was: checked after this
+   * long, then twice as long, and so on, seven times (about ten minutes at the default).
+   *
+   * @default 5000
+   */
+  reprovideMs?: number
 }
 
 /**
@@ -400,7 +413,8 @@ class DefaultBundleService implements BundleService {
       lackRetryMs: positive(init.lackRetryMs, 300, 'lackRetryMs'),
       keepRecent: init.keepRecent ?? 3,
       announceSpreadMs: init.announceSpreadMs === 0 ? 0 : positive(init.announceSpreadMs, 60_000, 'announceSpreadMs'),
-      provide: init.provide ?? true
+      provide: init.provide ?? true,
+      reprovideMs: positive(init.reprovideMs, 5000, 'reprovideMs')
     }
     if (this.options.chunkSize > 1_048_576) {
       throw new InvalidOptionError('chunkSize: at most 1048576')
@@ -521,32 +535,57 @@ class DefaultBundleService implements BundleService {
   // --- providing -----------------------------------------------------------------------------
 
   private announce (cid: CID, spreadMs = 0): void {
-    if (!this.options.provide || this.provided.has(cid.toString())) {
+    const key = cid.toString()
+    if (!this.options.provide || this.provided.has(key)) {
       return
     }
-    this.provided.add(cid.toString())
+    this.provided.add(key)
     const signal = this.shutdown.signal
-    const provide = async (): Promise<void> => {
-      if (signal.aborted) {
+    /** one provide, after those queued before it; the number of peers the record reached */
+    const provide = async (): Promise<number | undefined> => {
+      const done = this.provideChain.then(async () => {
+        if (signal.aborted) return undefined
+        let reached = 0
+        try {
+          for await (const event of this.libp2p.services.moltDht.provide(cid, { signal: AbortSignal.any([signal, AbortSignal.timeout(30_000)]) })) {
+            if (event.name === 'PEER_RESPONSE' && event.messageName === 'ADD_PROVIDER') reached++
+          }
+          log('providing %c: the record reached %d peers', cid, reached)
+          return reached
+        } catch (err) {
+          log('could not provide %c - %e', cid, err)
+          return undefined
+        }
+      })
+      this.provideChain = done.then(() => {})
+      return await done
+    }
+    const task = (async () => {
+      // spread: a delayed provide holds up no other
+      if (spreadMs > 0) await sleep(Math.random() * spreadMs, signal)
+      if (signal.aborted) return
+      let connected = this.libp2p.getConnections().length
+      let reached = await provide()
+      if (reached === undefined) {
+        this.provided.delete(key)
         return
       }
-      try {
-        // eslint-disable-next-line @typescript-eslint/no-unused-vars
-        for await (const _ of this.libp2p.services.moltDht.provide(cid, { signal: AbortSignal.any([signal, AbortSignal.timeout(30_000)]) })) {}
-        log('providing %c', cid)
-      } catch (err) {
-        this.provided.delete(cid.toString())
-        log('could not provide %c - %e', cid, err)
+      // A record goes to the peers closest to the CID among those the walk finds now: one made
+      // while the network was forming (the first node packing before the others joined) is
+      // missing from the peers a later lookup asks, and a 100-node ring's clients never found
+      // their bundle. While it reached fewer than K peers, it is made again once this node is
+      // connected to more peers than it was then; kad-dht's own reprovider takes over after.
+      for (let i = 0; reached < KAD_K && i < REPROVIDE_CHECKS; i++) {
+        await sleep(this.options.reprovideMs * 2 ** i, signal)
+        if (signal.aborted) return
+        const now = this.libp2p.getConnections().length
+        if (now <= connected) continue
+        connected = now
+        reached = await provide() ?? reached
       }
-    }
-    if (spreadMs <= 0) {
-      this.provideChain = this.provideChain.then(provide)
-      return
-    }
-    // queued only after the delay, so that a delayed provide holds up no other
-    const later = sleep(Math.random() * spreadMs, signal).then(() => { this.provideChain = this.provideChain.then(provide) })
-    this.background.add(later)
-    void later.finally(() => this.background.delete(later))
+    })().catch(() => {})
+    this.background.add(task)
+    void task.finally(() => this.background.delete(task))
   }
 
   // --- packing -------------------------------------------------------------------------------
@@ -948,6 +987,7 @@ function positive (value: number | undefined, fallback: number, name: string): n
 }
 
 async function sleep (ms: number, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return
   await new Promise<void>(resolve => {
     const done = (): void => {
       clearTimeout(timer)

@@ -130,6 +130,24 @@ describe('bundle fetch', () => {
     expect(provides).toBe(1)
   })
 
+  it('provides again once connected to more peers while its record reached fewer than K: a bundle packed alone reaches the peers that join', async () => {
+    const publisher = await make({ reprovideMs: 100 })
+    // packed alone: the record reached no peer
+    const packed = await publisher.bundles.packFiles(randomFiles(2, 20_000))
+    const joiner = await make()
+    await connect(joiner, publisher)
+    // the joiner's own lookup answers from its provider store first, before any network query
+    const holdsRecord = async (): Promise<boolean> => {
+      const dht = joiner.libp2p.services.moltDht
+      for await (const event of dht.findProviders(packed.cid, { signal: AbortSignal.timeout(5000) })) {
+        return event.name === 'PEER_RESPONSE' && event.from.equals(joiner.libp2p.peerId) &&
+          event.providers.some(p => p.id.equals(publisher.libp2p.peerId))
+      }
+      return false
+    }
+    await eventually(holdsRecord, 'the joiner holds the publisher\'s provider record')
+  })
+
   it('a busy holder refers the asker to the peers it served the wanted blocks, which it dials and fetches from', async () => {
     const publisher = await make({ maxServing: 1 })
     const files = randomFiles(2, 300_000)
