@@ -1,7 +1,9 @@
 /**
  * The worker side of the host: imports the bundles of one node's app (the current object, its
  * past-SO chain and its future-SO chain), creates the objects, and runs calls on them in a serial
- * order (decision 7). Also runs one-off jobs: a TF, or an invariant check.
+ * order (decision 7). Also runs one-off jobs: a TF, or an invariant check. A worker may take
+ * its tasks one after another (`begin`): a prepared worker imports its bundle, waits, runs the
+ * TF, then serves the version the TF transformed to.
  *
  * Atomic sections: every call (and every host-timer callback) runs in a section; one section at
  * a time holds the node. Local delegation (an SO calling the next link) runs inside the caller's
@@ -703,7 +705,7 @@ port.on('message', (msg: ToWorker) => {
   } else if (task.mode === 'serve') {
     onServeMessage(task.serve, msg)
   } else if (msg.t === 'abort') {
-    jobAbort.abort(named('TransformTimeoutError', 'the deadline passed'))
+    if (task.mode === 'job') jobAbort.abort(named('TransformTimeoutError', 'the deadline passed'))
   } else {
     onCommon(msg)
   }
