@@ -30,9 +30,7 @@ const log = logger('molt:bundle')
 
 /** Largest reply a node sends, in bytes. */
 const MAX_REPLY_BYTES = 4 * 1_048_576
-/** kad-dht's K: the peers a provider record is meant to reach */
-const KAD_K = 20
-/** re-provides while a record reached fewer than K peers (see `reprovideMs`) */
+/** checks for peers to re-provide to while a record reached none (see `reprovideMs`) */
 const REPROVIDE_CHECKS = 7
 
 /**
@@ -192,9 +190,10 @@ export interface BundleServiceInit {
   provide?: boolean
 
   /**
-   * After a provide whose record reached fewer than K (20) peers, a network still forming, the
-   * node provides again once it is connected to more peers than it was: checked after this
-   * long, then twice as long, and so on, seven times (about ten minutes at the default).
+   * After a provide whose record reached no peer (the node had none yet), the node provides
+   * again once it is connected to more peers than it was: checked at a random point between
+   * this long and twice as long, then in periods twice as long, and so on, seven times (about
+   * ten to twenty minutes in all at the default), until a provide reaches someone.
    *
    * @default 5000
    */
@@ -570,13 +569,14 @@ class DefaultBundleService implements BundleService {
         this.provided.delete(key)
         return
       }
-      // A record goes to the peers closest to the CID among those the walk finds now: one made
-      // while the network was forming (the first node packing before the others joined) is
-      // missing from the peers a later lookup asks, and a 100-node ring's clients never found
-      // their bundle. While it reached fewer than K peers, it is made again once this node is
-      // connected to more peers than it was then; kad-dht's own reprovider takes over after.
-      for (let i = 0; reached < KAD_K && i < REPROVIDE_CHECKS; i++) {
-        await sleep(this.options.reprovideMs * 2 ** i, signal)
+      // A record goes to the peers the walk finds now: one made before the node had any (the
+      // first node of a network packing a bundle) reached nobody, kad-dht provides again only
+      // after a day, and a 100-node ring's clients never found their bundle. So it is made again
+      // once this node is connected to more peers than it was then. Only while it reached no
+      // one, and at a random point of each check's period: a fleet whose every node packs its
+      // bundles at start then walks the DHT once per bundle, spread out, not in a burst.
+      for (let i = 0; reached === 0 && i < REPROVIDE_CHECKS; i++) {
+        await sleep(this.options.reprovideMs * 2 ** i * (1 + Math.random()), signal)
         if (signal.aborted) return
         const now = this.libp2p.getConnections().length
         if (now <= connected) continue

@@ -130,7 +130,7 @@ describe('bundle fetch', () => {
     expect(provides).toBe(1)
   })
 
-  it('provides again once connected to more peers while its record reached fewer than K: a bundle packed alone reaches the peers that join', async () => {
+  it('provides again once connected to more peers when its record reached no one: a bundle packed alone reaches the peers that join', async () => {
     const publisher = await make({ reprovideMs: 100 })
     // packed alone: the record reached no peer
     const packed = await publisher.bundles.packFiles(randomFiles(2, 20_000))
