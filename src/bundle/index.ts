@@ -390,7 +390,8 @@ class DefaultBundleService implements BundleService {
    */
   private readonly servedTo = new Map<string, PeerId[]>()
   private provideChain: Promise<void> = Promise.resolve()
-  private readonly provided = new Set<string>()
+  /** bundles announced, each with the token of its announcement (gone once collected) */
+  private readonly provided = new Map<string, object>()
   private readonly counters: BundleStats = { servedBytes: 0, servedBlocks: 0, fetchedBytes: 0, fetchedBlocks: 0, referredPeers: 0 }
   private readonly metrics: { served?: Counter, fetched?: Counter, rejected?: Counter }
   private gcWrites?: Set<string>
@@ -538,12 +539,15 @@ class DefaultBundleService implements BundleService {
     if (!this.options.provide || this.provided.has(key)) {
       return
     }
-    this.provided.add(key)
+    const token = {}
+    this.provided.set(key, token)
+    // collected (gc), or announced again after that: this announcement is over
+    const current = (): boolean => this.provided.get(key) === token
     const signal = this.shutdown.signal
     /** one provide, after those queued before it; the number of peers the record reached */
     const provide = async (): Promise<number | undefined> => {
       const done = this.provideChain.then(async () => {
-        if (signal.aborted) return undefined
+        if (signal.aborted || !current()) return undefined
         let reached = 0
         try {
           for await (const event of this.libp2p.services.moltDht.provide(cid, { signal: AbortSignal.any([signal, AbortSignal.timeout(30_000)]) })) {
@@ -566,7 +570,7 @@ class DefaultBundleService implements BundleService {
       let connected = this.libp2p.getConnections().length
       let reached = await provide()
       if (reached === undefined) {
-        this.provided.delete(key)
+        if (current()) this.provided.delete(key)
         return
       }
       // A record goes to the peers the walk finds now: one made before the node had any (the
@@ -577,7 +581,7 @@ class DefaultBundleService implements BundleService {
       // bundles at start then walks the DHT once per bundle, spread out, not in a burst.
       for (let i = 0; reached === 0 && i < REPROVIDE_CHECKS; i++) {
         await sleep(this.options.reprovideMs * 2 ** i * (1 + Math.random()), signal)
-        if (signal.aborted) return
+        if (signal.aborted || !current()) return
         const now = this.libp2p.getConnections().length
         if (now <= connected) continue
         connected = now
