@@ -1286,13 +1286,14 @@ class DefaultAppHost implements AppHost {
   }
 
   /**
-   * Runs a job in `worker` (prepared, started with `begin`) or a new one. With `keep`, the worker of
-   * a job that succeeded is parked for the next `load` of that bundle instead of ended.
+   * Runs a job in a new worker or, with `keep` (a forward TF), in the prepared one for its bundle;
+   * with `keep`, the worker of a job that succeeded is parked for the next `load` of that bundle
+   * instead of ended. An invariant check leaves the prepared worker alone.
    */
   private async job (data: JobData, stores: Map<string, StoreBinding>, deadlineMs: number, signal: AbortSignal | undefined, keep: boolean): Promise<unknown> {
     const ended = Promise.withResolvers<never>()
     ended.promise.catch(() => {})
-    const prepared = await this.takeStandby(data.module.url)
+    const prepared = keep ? await this.takeStandby(data.module.url) : undefined
     const run = new WorkerRun(prepared ?? spawnWorker(data, this.memoryMb), this.memoryMb, stores, this.components, '', (_r, error) => { ended.reject(error) }, this.onLog)
     const result = Promise.withResolvers<unknown>()
     run.pending.set(0, result)

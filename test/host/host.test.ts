@@ -246,8 +246,10 @@ describe('host', () => {
     const prepared = host.status().prepared
     expect(prepared).toBeTypeOf('number')
     expect(prepared).not.toBe(old)
-    // preparing the same bundle again keeps that worker
+    // preparing the same bundle again keeps that worker, and an invariant check leaves it alone
     await host.prepare(app('counter-v2'))
+    expect(host.status().prepared).toBe(prepared)
+    expect((await host.invariants(app('counter-v2'), 'app/counter/1')).ok).toBe(true)
     expect(host.status().prepared).toBe(prepared)
     await host.quiesce()
     await host.unload()
