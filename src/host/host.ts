@@ -534,7 +534,7 @@ class ParkedWorker {
   gone = false
   private readonly onGone = (): void => { this.gone = true }
 
-  constructor (readonly url: string, private readonly worker: Worker) {
+  constructor (private readonly worker: Worker) {
     worker.on('error', this.onGone)
     worker.on('exit', this.onGone)
   }
@@ -1343,7 +1343,7 @@ class DefaultAppHost implements AppHost {
       } finally {
         clearTimeout(timer)
       }
-      return new ParkedWorker(url, run.release())
+      return new ParkedWorker(run.release())
     })()
     const entry: Standby = { url, ready: ready.catch(() => undefined) }
     this.standby = entry
@@ -1362,7 +1362,7 @@ class DefaultAppHost implements AppHost {
   /** Keeps a worker with `url` imported and nothing to do, for the next run of that bundle. */
   private park (url: string, worker: Worker): void {
     this.dropStandby()
-    const parked = new ParkedWorker(url, worker)
+    const parked = new ParkedWorker(worker)
     this.standby = { url, ready: Promise.resolve(parked), parked }
   }
 
