@@ -1021,22 +1021,34 @@ class DefaultAppHost implements AppHost {
     const prepared = await this.takeStandby(spec.current.url)
     const run = new WorkerRun(prepared ?? spawnWorker(data, this.memoryMb), this.memoryMb, stores, this.components, spec.class, this.onEnd, this.onLog)
     if (prepared != null) run.post({ t: 'begin', data })
-    const timer = setTimeout(() => { run.end(new AppLoadError(`version ${spec.version} did not start within ${this.startTimeoutMs} ms`)) }, this.startTimeoutMs)
     try {
-      await raceSignal(run.started, signal, () => signal?.reason instanceof Error ? signal.reason : new AppLoadError('start aborted'))
+      await this.started(run, `version ${spec.version} did not start`, signal)
     } catch (err) {
-      run.end(err as Error)
       const e = err as Error
       if (e instanceof AppLoadError || e instanceof AppApiMismatchError) throw e
       throw new AppLoadError(`version ${spec.version} of ${spec.class} failed to start: ${e.message}`, { cause: e })
-    } finally {
-      clearTimeout(timer)
     }
     this.lastPeers = data.peers.join('\n')
     log('worker %d (thread %d) serves %s@%d with %d past and %d future links', this.generation, run.threadId, spec.class, spec.version, spec.past.length, spec.future.length)
     this.events.safeDispatchEvent('worker:started', { detail: { generation: this.generation, threadId: run.threadId, version: spec.version } })
     this.startHeartbeat()
     return run
+  }
+
+  /**
+   * Waits until `run` reports ready, within `startTimeoutMs` (then `AppLoadError`: "`what` within
+   * … ms") and the signal; a run that does not start is ended.
+   */
+  private async started (run: WorkerRun, what: string, signal?: AbortSignal): Promise<void> {
+    const timer = setTimeout(() => { run.end(new AppLoadError(`${what} within ${this.startTimeoutMs} ms`)) }, this.startTimeoutMs)
+    try {
+      await raceSignal(run.started, signal, () => signal?.reason instanceof Error ? signal.reason : new AppLoadError('start aborted'))
+    } catch (err) {
+      run.end(err as Error)
+      throw err
+    } finally {
+      clearTimeout(timer)
+    }
   }
 
   /** A worker ended: if it was the serving one, restart the spec (a soft restart). */
@@ -1334,15 +1346,7 @@ class DefaultAppHost implements AppHost {
     const data: StandbyData = { mode: 'standby', api: MOLT_APP_API, modules: [{ url }] }
     const run = new WorkerRun(spawnWorker(data, this.memoryMb), this.memoryMb, new Map(), this.components, '', () => {}, this.onLog)
     const ready = (async (): Promise<ParkedWorker> => {
-      const timer = setTimeout(() => { run.end(new AppLoadError(`the prepared worker did not import ${url} within ${this.startTimeoutMs} ms`)) }, this.startTimeoutMs)
-      try {
-        await raceSignal(run.started, options.signal, () => options.signal?.reason instanceof Error ? options.signal.reason : new AppLoadError('prepare aborted'))
-      } catch (err) {
-        run.end(err as Error)
-        throw err
-      } finally {
-        clearTimeout(timer)
-      }
+      await this.started(run, `the prepared worker did not import ${url}`, options.signal)
       return new ParkedWorker(run.release())
     })()
     const entry: Standby = { url, ready: ready.catch(() => undefined) }
