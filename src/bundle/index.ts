@@ -309,6 +309,8 @@ export interface BundleStats {
   fetchedBlocks: number
   /** peers a fetch learned of from another peer's referral (see the block-exchange wire) */
   referredPeers: number
+  /** DHT walks for providers the fetches made (each costs every node it touches) */
+  providerQueries: number
 }
 
 /**
@@ -392,7 +394,7 @@ class DefaultBundleService implements BundleService {
   private provideChain: Promise<void> = Promise.resolve()
   /** bundles announced, each with the token of its announcement (gone once collected) */
   private readonly provided = new Map<string, object>()
-  private readonly counters: BundleStats = { servedBytes: 0, servedBlocks: 0, fetchedBytes: 0, fetchedBlocks: 0, referredPeers: 0 }
+  private readonly counters: BundleStats = { servedBytes: 0, servedBlocks: 0, fetchedBytes: 0, fetchedBlocks: 0, referredPeers: 0, providerQueries: 0 }
   private readonly metrics: { served?: Counter, fetched?: Counter, rejected?: Counter }
   private gcWrites?: Set<string>
   private readonly background = new Set<Promise<void>>()
@@ -811,6 +813,8 @@ class DefaultBundleService implements BundleService {
         continue
       }
       const query = new AbortController()
+      this.counters.providerQueries++
+      log('finding providers of %c (%d holders known, %s)', cid, swarm.holders, swarm.holders > 0 ? 'no block since the last check' : 'none known')
       try {
         const querySignal = AbortSignal.any([signal, query.signal, AbortSignal.timeout(base * 3)])
         for await (const event of this.libp2p.services.moltDht.findProviders(cid, { signal: querySignal })) {

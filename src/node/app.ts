@@ -15,11 +15,11 @@ import {
   BUILTIN_SCHEDULES, BUNDLE_SCHEDULE_PREFIX, bundleScheduleExport, createBundleSchedule, createFleetView, NO_CONTROL, rolloutSeed, UnknownScheduleError, waitForSchedule,
   type ControlState, type Evaluation, type FleetViewInit, type NetworkFleetView, type Phase
 } from '../schedule/index.ts'
-import type { ControlLog, ManifestChain, ManifestPropagation, RolloutControl } from '../manifest/index.ts'
+import type { ControlLog, ManifestChain, ManifestPropagation, RolloutControl, SignedManifest } from '../manifest/index.ts'
 import { InvalidOptionError, type MoltLibp2p } from '../overlay/index.ts'
 import type { MoltStore } from '../state/index.ts'
 import type { UpgradePhase } from '../manager/types.ts'
-import type { PrivateKey } from '@libp2p/interface'
+import type { PeerId, PrivateKey } from '@libp2p/interface'
 import type { CID } from 'multiformats/cid'
 
 const log = logger('molt:node:app')
@@ -384,11 +384,18 @@ export async function startAppRuntime (components: AppRuntimeComponents, options
     log('schedule "%s" of version %d says go: %s', name, version, decision.reason ?? '')
   }
 
+  // bundle → the peer that passed its manifest on: it accepted the manifest, so it holds or
+  // fetches the bundle too; asked first, it lets a fleet find a new bundle hop by hop along the
+  // gossip instead of every node walking the DHT at the publish (a walk costs every node it touches)
+  const passedOnBy = new Map<string, PeerId>()
   const manager = createUpgradeManager({
     store,
     chain,
     runtime,
-    fetchBundle: async (cid, size, signal) => { await bundles.fetch(cid, { declaredSize: size, signal }) },
+    fetchBundle: async (cid, size, signal) => {
+      const from = passedOnBy.get(cid.toString())
+      await bundles.fetch(cid, { declaredSize: size, signal, ...(from != null ? { providers: [from] } : {}) })
+    },
     schedule: async (context) => {
       const version = context.manifest.body.version
       const name = scheduleName(context.upgrade.schedule.name)
@@ -526,7 +533,17 @@ export async function startAppRuntime (components: AppRuntimeComponents, options
   manager.events.addEventListener('upgrade:advanced', onAdvanced)
   manager.events.addEventListener('upgrade:rolled-back', onRolledBack)
   manager.events.addEventListener('serving:changed', onServing)
-  const onAccepted = (): void => { manager.poke() }
+  const onAccepted = (event: CustomEvent<{ manifest: SignedManifest, from?: PeerId }>): void => {
+    const { manifest, from } = event.detail
+    if (from != null) {
+      for (const upgrade of manifest.body.classUpgrades) {
+        passedOnBy.set(upgrade.bundle.toString(), from)
+        // a few releases' worth: only the newest matter for a fetch
+        if (passedOnBy.size > 64) passedOnBy.delete(passedOnBy.keys().next().value as string)
+      }
+    }
+    manager.poke()
+  }
   propagation.events.addEventListener('manifest:accepted', onAccepted)
   // labels are hints: a newer version seen on a call starts a rate-limited, verified pull
   layer.events.addEventListener('version:seen', (event) => {
