@@ -221,7 +221,8 @@ export interface FetchOptions {
   /** aborts this caller's wait (the fetch itself stops when no caller waits any more) */
   signal?: AbortSignal
   /**
-   * Peers to ask besides DHT providers and connected peers (e.g. the peer that announced).
+   * Peers to ask besides DHT providers and connected peers (e.g. the peer that passed the
+   * manifest on), as known holders; added to a fetch of the same bundle already running.
    *
    * @default []
    */
@@ -370,6 +371,8 @@ interface ActiveFetch {
   promise: Promise<FetchResult>
   controller: AbortController
   waiters: number
+  /** holders named by the callers; a caller that joins a running fetch adds its own */
+  addProviders: (peers: PeerId[]) => void
 }
 
 class DefaultBundleService implements BundleService {
@@ -637,13 +640,23 @@ class DefaultBundleService implements BundleService {
     if (active == null) {
       const controller = new AbortController()
       const signal = AbortSignal.any([controller.signal, this.shutdown.signal])
-      const promise = this.runFetch(parsed, declaredSize, options.providers ?? [], signal).finally(() => {
+      // the swarm exists only once the local record was read: names given before wait here
+      const pending: PeerId[] = []
+      let swarm: Swarm | undefined
+      const addProviders = (peers: PeerId[]): void => {
+        for (const peer of peers) {
+          if (swarm != null) swarm.addPeer(peer, true)
+          else pending.push(peer)
+        }
+      }
+      const promise = this.runFetch(parsed, declaredSize, pending, (s) => { swarm = s }, signal).finally(() => {
         this.fetches.delete(key)
       })
-      active = { promise, controller, waiters: 0 }
+      active = { promise, controller, waiters: 0, addProviders }
       this.fetches.set(key, active)
     }
     const entry = active
+    entry.addProviders(options.providers ?? [])
     entry.waiters++
     const callerSignal = options.signal
     if (callerSignal == null) {
@@ -662,7 +675,7 @@ class DefaultBundleService implements BundleService {
     })
   }
 
-  private async runFetch (cid: CID, declaredSize: number, hints: PeerId[], signal: AbortSignal): Promise<FetchResult> {
+  private async runFetch (cid: CID, declaredSize: number, hints: PeerId[], started: (swarm: Swarm) => void, signal: AbortSignal): Promise<FetchResult> {
     const record = await this.store.getRecord(cid)
     if (record?.state === 'complete') {
       if (record.size > declaredSize) {
@@ -687,6 +700,7 @@ class DefaultBundleService implements BundleService {
     for (const peer of hints) {
       swarm.addPeer(peer, true)
     }
+    started(swarm)
     const discovery = new AbortController()
     const discovering = this.discover(cid, swarm, AbortSignal.any([signal, discovery.signal]))
     try {

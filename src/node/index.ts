@@ -386,8 +386,10 @@ export async function createMoltNode (options: MoltNodeOptions): Promise<MoltNod
     forward(bundles.events, node, ['bundle:fetched', 'bundle:progress', 'bundle:rejected-block'])
     if (options.fetchBundles ?? true) {
       node.addEventListener('manifest:accepted', (event) => {
+        // the peer that passed the manifest on holds or fetches its bundles too (see the app's fetch)
+        const from = event.detail.from
         for (const upgrade of event.detail.manifest.body.classUpgrades) {
-          bundles.fetch(upgrade.bundle, { declaredSize: upgrade.bundleSize }).catch(err => {
+          bundles.fetch(upgrade.bundle, { declaredSize: upgrade.bundleSize, ...(from != null ? { providers: [from] } : {}) }).catch(err => {
             log('fetching bundle %c failed - %e', upgrade.bundle, err)
           })
         }

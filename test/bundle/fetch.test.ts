@@ -251,4 +251,17 @@ describe('bundle fetch', () => {
     const again = await fetcher.bundles.fetch(packed.cid, { declaredSize: packed.size })
     expect(again.fetchedBytes).toBe(0)
   })
+
+  it('adds the holders a caller names to a fetch of the same bundle already running', async () => {
+    // a holder the DHT does not name and the fetcher is not connected to: only a name reaches it
+    const publisher = await make({ provide: false })
+    const packed = await publisher.bundles.packFiles(randomFiles(2, 300_000))
+    const fetcher = await make()
+    await fetcher.libp2p.peerStore.merge(publisher.libp2p.peerId, { multiaddrs: publisher.libp2p.getMultiaddrs() })
+    const first = fetcher.bundles.fetch(packed.cid, { declaredSize: packed.size })
+    const joined = fetcher.bundles.fetch(packed.cid, { declaredSize: packed.size, providers: [publisher.libp2p.peerId], signal: AbortSignal.timeout(30_000) })
+    const [a, b] = await Promise.all([first, joined])
+    expect(a).toBe(b)
+    expect(Object.keys(a.fromPeers)).toEqual([publisher.libp2p.peerId.toString()])
+  })
 })

@@ -17,7 +17,9 @@ describe('the bundle of an accepted manifest', () => {
   const nodes: MoltNode[] = []
   afterEach(async () => { await stopAll(nodes) })
 
-  it('is asked of the peer that passed the manifest on, which gets it only later, with no DHT walk meanwhile', async () => {
+  // fetchBundles: the node fetches every announced bundle itself at once (the default), or only
+  // its own class's, when its upgrade manager gets to it
+  it.each([false, true])('is asked of the peer that passed the manifest on, which gets it only later, with no DHT walk meanwhile (fetchBundles: %s)', async (fetchBundles) => {
     const keys = await makeKeys()
     const archive = await app('archive-v0')
     const v0 = await buildBundle(archive)
@@ -29,10 +31,11 @@ describe('the bundle of an accepted manifest', () => {
     nodes.push(a)
     const b = await startNode(genesis, { bootstrap: a.libp2p.getMultiaddrs().map(String) })
     nodes.push(b)
-    const notA = (peer: PeerId): boolean => peer.equals(a.peerId)
+    const isA = (peer: PeerId): boolean => peer.equals(a.peerId)
     const c = await startNode(genesis, {
       bootstrap: b.libp2p.getMultiaddrs().map(String),
-      connectionGater: { denyDialPeer: async (peer: PeerId) => notA(peer), denyInboundEncryptedConnection: async (peer: PeerId) => notA(peer) },
+      connectionGater: { denyDialPeer: async (peer: PeerId) => isA(peer), denyInboundEncryptedConnection: async (peer: PeerId) => isA(peer) },
+      fetchBundles,
       pack: [archive],
       app: { class: 'archive', manager: { retryMs: 100 } }
     })
