@@ -15,7 +15,7 @@ import {
   BUILTIN_SCHEDULES, BUNDLE_SCHEDULE_PREFIX, bundleScheduleExport, createBundleSchedule, createFleetView, NO_CONTROL, rolloutSeed, UnknownScheduleError, waitForSchedule,
   type ControlState, type Evaluation, type FleetViewInit, type NetworkFleetView, type Phase
 } from '../schedule/index.ts'
-import type { ControlLog, ManifestChain, ManifestPropagation, RolloutControl, SignedManifest } from '../manifest/index.ts'
+import type { ControlLog, ManifestChain, ManifestPropagation, PropagationEvents, RolloutControl } from '../manifest/index.ts'
 import { InvalidOptionError, type MoltLibp2p } from '../overlay/index.ts'
 import type { MoltStore } from '../state/index.ts'
 import type { UpgradePhase } from '../manager/types.ts'
@@ -533,7 +533,7 @@ export async function startAppRuntime (components: AppRuntimeComponents, options
   manager.events.addEventListener('upgrade:advanced', onAdvanced)
   manager.events.addEventListener('upgrade:rolled-back', onRolledBack)
   manager.events.addEventListener('serving:changed', onServing)
-  const onAccepted = (event: CustomEvent<{ manifest: SignedManifest, from?: PeerId }>): void => {
+  const onAccepted = (event: PropagationEvents['manifest:accepted']): void => {
     const { manifest, from } = event.detail
     if (from != null) {
       for (const upgrade of manifest.body.classUpgrades) {
