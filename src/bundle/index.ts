@@ -139,7 +139,9 @@ export interface BundleServiceInit {
 
   /**
    * How often a running fetch asks the DHT for providers again while it knows none (partial
-   * holders appear); while it knows some, the interval doubles up to eight times this.
+   * holders appear); while it knows some, the interval doubles up to eight times this. A named
+   * holder that has answered only "lack" for this long no longer counts as one (provider records
+   * outlive collected bundles; a hinted peer may never get the bundle).
    *
    * @default 3000
    */
@@ -691,6 +693,7 @@ class DefaultBundleService implements BundleService {
       requestTimeoutMs: this.options.requestTimeoutMs,
       lackRetryMs: this.options.lackRetryMs,
       speculativeRetryMs: Math.max(this.options.lackRetryMs, this.options.discoveryIntervalMs),
+      holderPatienceMs: this.options.discoveryIntervalMs,
       busyBackoffMs: 100,
       tickMs: 100
     }, declaredSize, signal, (block, peer, error) => {

@@ -32,6 +32,14 @@ export interface SwarmOptions {
    * every connected peer every few hundred ms, those requests crowded out the fleet's own traffic.
    */
   speculativeRetryMs: number
+  /**
+   * How long a named holder may answer only "lack" before it stops counting as one. Provider
+   * records outlive the bundles they name (a node that collected a bundle stays in the others'
+   * provider stores), and a hinted peer may never get the bundle; while such a peer counted, the
+   * fetch neither asked its connected peers nor walked the DHT at its normal pace, and a node
+   * catching up to a retired version waited for a holder's spread announcement (up to a minute).
+   */
+  holderPatienceMs: number
   busyBackoffMs: number
   tickMs: number
 }
@@ -55,6 +63,8 @@ interface PeerState {
   busyReplies: number
   /** block key → when this peer may be asked for it again */
   lacks: Map<string, number>
+  /** when it first answered without a block since it last served one */
+  lackingSince?: number
 }
 
 /** What a swarm reports back about a peer serving a bad block. */
@@ -119,11 +129,15 @@ export class Swarm {
     this.addPeer(referral.id, true)
   }
 
-  /** how many peers are known holders (DHT providers, hints) */
+  /**
+   * How many peers are known holders (DHT providers, hints, peers that served a block) and still
+   * worth waiting for: not bad, and not answering only "lack" for `holderPatienceMs`.
+   */
   get holders (): number {
+    const stale = Date.now() - this.options.holderPatienceMs
     let n = 0
     for (const p of this.peers.values()) {
-      if (p.provider && !p.bad) n++
+      if (p.provider && !p.bad && (p.lackingSince == null || p.lackingSince > stale)) n++
     }
     return n
   }
@@ -227,8 +241,10 @@ export class Swarm {
           // it holds (part of) the bundle: ask it first for the next blocks, as a named holder,
           // rather than trying connected peers at random again for every level of the DAG
           peer.provider = true
+          peer.lackingSince = undefined
           await deliver(want, block.data)
         }
+        if (reply.blocks.length === 0) peer.lackingSince ??= Date.now()
         const retryAt = Date.now() + (peer.provider ? this.options.lackRetryMs : this.options.speculativeRetryMs)
         for (const w of batch) {
           if (!got.has(w.key)) {

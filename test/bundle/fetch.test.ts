@@ -264,4 +264,28 @@ describe('bundle fetch', () => {
     expect(a).toBe(b)
     expect(Object.keys(a.fromPeers)).toEqual([publisher.libp2p.peerId.toString()])
   })
+
+  it('stops waiting for a named holder that only ever lacks the bundle: asks the peers it is connected to', async () => {
+    // what a stale provider record or a hint that never gets the bundle looks like: a peer named
+    // as a holder that answers every request with no blocks
+    const stale = await overlay()
+    peers.push(stale)
+    let asked = 0
+    await handleRequests(stale, PROTOCOL, async () => {
+      asked++
+      return encodeReply({ blocks: [] })
+    })
+    // the real holder: not in the DHT, connected only once the fetch has started
+    const holder = await make({ provide: false })
+    const files = randomFiles(2, 200_000)
+    const packed = await holder.bundles.packFiles(files)
+    const fetcher = await make({ discoveryIntervalMs: 500 })
+    await connect(fetcher, stale)
+    const fetching = fetcher.bundles.fetch(packed.cid, { declaredSize: packed.size, providers: [stale.peerId], signal: AbortSignal.timeout(30_000) })
+    await eventually(() => asked > 0, 'the named holder is asked')
+    await connect(fetcher, holder)
+    const result = await fetching
+    expect(Object.keys(result.fromPeers)).toEqual([holder.libp2p.peerId.toString()])
+    expect(sameFiles(await fetcher.bundles.files(packed.cid), files)).toBe(true)
+  })
 })
