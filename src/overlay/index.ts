@@ -15,6 +15,7 @@ import { tcp } from '@libp2p/tcp'
 import { sha256 } from 'multiformats/hashes/sha2'
 import { createLibp2p, type Libp2pOptions } from 'libp2p'
 import { InvalidOptionError } from './errors.ts'
+import { gossipRepair, type GossipRepair } from './gossip-repair.ts'
 import { assertLocalAddresses, localAllowList, parseAddress, type OverlayProfile } from './profile.ts'
 import type { Identify } from '@libp2p/identify'
 import type { Libp2p, PrivateKey } from '@libp2p/interface'
@@ -23,6 +24,7 @@ import type { ServiceFactoryMap } from 'libp2p'
 import type { Datastore } from 'interface-datastore'
 
 export * from './errors.ts'
+export * from './gossip-repair.ts'
 export * from './profile.ts'
 export * from './request.ts'
 
@@ -35,6 +37,8 @@ export * from './request.ts'
 export type MoltServices = {
   /** gossipsub, carrying the announce and status topics */
   pubsub: GossipSub
+  /** re-opens gossipsub's stream to a connected peer when gossipsub lost it */
+  gossipRepair: GossipRepair
   /** molt's own Kademlia DHT, under a protocol prefix private to the system */
   moltDht: KadDHT
   /** identify, which kad-dht and gossipsub rely on */
@@ -143,6 +147,8 @@ export function moltServices (options: MoltServicesOptions): ServiceFactoryMap<M
     // collision closes the connection, so allow a few
     ping: ping({ maxOutboundStreams: 4, maxInboundStreams: 4 }),
     pubsub: gossipsub(gossipsubOptions(profile)),
+    // after pubsub: libp2p hands each service the ones configured before it
+    gossipRepair: gossipRepair(),
     moltDht: kadDHT({
       protocol: protocolId(system, 'kad'),
       datastorePrefix: `/molt/${system}/dht`,
