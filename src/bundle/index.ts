@@ -139,9 +139,9 @@ export interface BundleServiceInit {
 
   /**
    * How often a running fetch asks the DHT for providers again while it knows none (partial
-   * holders appear); while it knows some, the interval doubles up to eight times this. A named
-   * holder that has answered only "lack" for this long no longer counts as one (provider records
-   * outlive collected bundles; a hinted peer may never get the bundle).
+   * holders appear); while it knows some, the interval doubles up to eight times this. While the
+   * only holders it knows have answered "lack" for this long, it asks its connected peers again
+   * too (provider records outlive collected bundles; a hinted peer may never get the bundle).
    *
    * @default 3000
    */

@@ -33,11 +33,13 @@ export interface SwarmOptions {
    */
   speculativeRetryMs: number
   /**
-   * How long a named holder may answer only "lack" before it stops counting as one. Provider
-   * records outlive the bundles they name (a node that collected a bundle stays in the others'
-   * provider stores), and a hinted peer may never get the bundle; while such a peer counted, the
-   * fetch neither asked its connected peers nor walked the DHT at its normal pace, and a node
-   * catching up to a retired version waited for a holder's spread announcement (up to a minute).
+   * How long a named holder may answer only "lack" before the fetch also asks its connected
+   * peers again. Provider records outlive the bundles they name (a node that collected a bundle
+   * stays in the others' provider stores), and a hinted peer may never get the bundle; while such
+   * a peer counted, the fetch never asked its connected peers, and a node catching up to a
+   * retired version waited for a holder's spread announcement (up to a minute). The DHT walks'
+   * backoff still counts it: walking every interval instead, on a 100-node in-process ring whose
+   * forwarders take a minute to get a bundle, kept every TF past its 60 s bound.
    */
   holderPatienceMs: number
   busyBackoffMs: number
@@ -129,11 +131,17 @@ export class Swarm {
     this.addPeer(referral.id, true)
   }
 
-  /**
-   * How many peers are known holders (DHT providers, hints, peers that served a block) and still
-   * worth waiting for: not bad, and not answering only "lack" for `holderPatienceMs`.
-   */
+  /** how many peers are known holders (DHT providers, hints, peers that served a block) */
   get holders (): number {
+    let n = 0
+    for (const p of this.peers.values()) {
+      if (p.provider && !p.bad) n++
+    }
+    return n
+  }
+
+  /** how many known holders are still worth waiting for: not answering only "lack" for `holderPatienceMs` */
+  private get patientHolders (): number {
     const stale = Date.now() - this.options.holderPatienceMs
     let n = 0
     for (const p of this.peers.values()) {
@@ -155,7 +163,7 @@ export class Swarm {
    */
   private refreshConnected (): void {
     const now = Date.now()
-    if (now - this.refreshedAt < 1000 || (this.refreshedAt > 0 && this.holders > 0)) return
+    if (now - this.refreshedAt < 1000 || (this.refreshedAt > 0 && this.patientHolders > 0)) return
     this.refreshedAt = now
     for (const connection of this.libp2p.getConnections()) {
       this.addPeer(connection.remotePeer)
