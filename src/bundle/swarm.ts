@@ -38,8 +38,9 @@ export interface SwarmOptions {
    * stays in the others' provider stores), and a hinted peer may never get the bundle; while such
    * a peer counted, the fetch never asked its connected peers, and a node catching up to a
    * retired version waited for a holder's spread announcement (up to a minute). The DHT walks'
-   * backoff still counts it: walking every interval instead, on a 100-node in-process ring whose
-   * forwarders take a minute to get a bundle, kept every TF past its 60 s bound.
+   * backoff still counts it: with walks every interval instead, on a 100-node in-process ring
+   * whose forwarders take a minute to get a bundle, the first arc's 25 TFs all passed their 60 s
+   * bound (one run; docs/benchmarks.md).
    */
   holderPatienceMs: number
   busyBackoffMs: number
