@@ -10,7 +10,7 @@
  *
  * @packageDocumentation
  */
-import { serviceCapabilities, type ComponentLogger, type Connection, type Logger, type PeerId, type Startable } from '@libp2p/interface'
+import type { ComponentLogger, Connection, Logger, PeerId, Startable } from '@libp2p/interface'
 import { InvalidOptionError } from './errors.ts'
 import type { GossipSub } from '@libp2p/gossipsub'
 
@@ -81,7 +81,6 @@ export interface GossipRepair {
 
 class DefaultGossipRepair implements GossipRepair, Startable {
   readonly [Symbol.toStringTag] = 'molt:gossip-repair'
-  readonly [serviceCapabilities]: string[] = []
   private readonly log: Logger
   private readonly intervalMs: number
   private timer?: ReturnType<typeof setInterval>
