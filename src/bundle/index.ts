@@ -373,8 +373,8 @@ interface ActiveFetch {
   promise: Promise<FetchResult>
   controller: AbortController
   waiters: number
-  /** holders named by the callers; a caller that joins a running fetch adds its own */
-  addProviders: (peers: PeerId[]) => void
+  /** its swarm: a caller that joins a running fetch adds the holders it names */
+  swarm: Swarm
 }
 
 class DefaultBundleService implements BundleService {
@@ -642,23 +642,16 @@ class DefaultBundleService implements BundleService {
     if (active == null) {
       const controller = new AbortController()
       const signal = AbortSignal.any([controller.signal, this.shutdown.signal])
-      // the swarm exists only once the local record was read: names given before wait here
-      const pending: PeerId[] = []
-      let swarm: Swarm | undefined
-      const addProviders = (peers: PeerId[]): void => {
-        for (const peer of peers) {
-          if (swarm != null) swarm.addPeer(peer, true)
-          else pending.push(peer)
-        }
-      }
-      const promise = this.runFetch(parsed, declaredSize, pending, (s) => { swarm = s }, signal).finally(() => {
+      // made before the local record is read, so that the holders every caller names reach it
+      const swarm = this.swarm(parsed, declaredSize, signal)
+      const promise = this.runFetch(parsed, declaredSize, swarm, signal).finally(() => {
         this.fetches.delete(key)
       })
-      active = { promise, controller, waiters: 0, addProviders }
+      active = { promise, controller, waiters: 0, swarm }
       this.fetches.set(key, active)
     }
     const entry = active
-    entry.addProviders(options.providers ?? [])
+    for (const peer of options.providers ?? []) entry.swarm.addPeer(peer, true)
     entry.waiters++
     const callerSignal = options.signal
     if (callerSignal == null) {
@@ -677,16 +670,9 @@ class DefaultBundleService implements BundleService {
     })
   }
 
-  private async runFetch (cid: CID, declaredSize: number, hints: PeerId[], started: (swarm: Swarm) => void, signal: AbortSignal): Promise<FetchResult> {
-    const record = await this.store.getRecord(cid)
-    if (record?.state === 'complete') {
-      if (record.size > declaredSize) {
-        throw new BundleTooLargeError(`bundle ${cid.toString()} has ${record.size} bytes, more than the declared ${declaredSize}`)
-      }
-      return { cid, size: record.size, fetchedBytes: 0, fetchedBlocks: 0, fromPeers: {} }
-    }
-
-    const swarm = new Swarm(this.libp2p, {
+  /** The swarm of one fetch. */
+  private swarm (cid: CID, declaredSize: number, signal: AbortSignal): Swarm {
+    return new Swarm(this.libp2p, {
       protocol: this.protocol,
       concurrency: this.options.concurrency,
       batchBlocks: this.options.batchBlocks,
@@ -700,10 +686,17 @@ class DefaultBundleService implements BundleService {
       this.metrics.rejected?.increment()
       this.events.safeDispatchEvent('bundle:rejected-block', { detail: { bundle: cid, cid: block, peer, reason: error.message, error } })
     })
-    for (const peer of hints) {
-      swarm.addPeer(peer, true)
+  }
+
+  private async runFetch (cid: CID, declaredSize: number, swarm: Swarm, signal: AbortSignal): Promise<FetchResult> {
+    const record = await this.store.getRecord(cid)
+    if (record?.state === 'complete') {
+      if (record.size > declaredSize) {
+        throw new BundleTooLargeError(`bundle ${cid.toString()} has ${record.size} bytes, more than the declared ${declaredSize}`)
+      }
+      return { cid, size: record.size, fetchedBytes: 0, fetchedBlocks: 0, fromPeers: {} }
     }
-    started(swarm)
+
     const discovery = new AbortController()
     const discovering = this.discover(cid, swarm, AbortSignal.any([signal, discovery.signal]))
     try {

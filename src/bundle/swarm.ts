@@ -134,19 +134,14 @@ export class Swarm {
 
   /** how many peers are known holders (DHT providers, hints, peers that served a block) */
   get holders (): number {
-    let n = 0
-    for (const p of this.peers.values()) {
-      if (p.provider && !p.bad) n++
-    }
-    return n
+    return this.countHolders(-Infinity)
   }
 
-  /** how many known holders are still worth waiting for: not answering only "lack" for `holderPatienceMs` */
-  private get patientHolders (): number {
-    const stale = Date.now() - this.options.holderPatienceMs
+  /** known holders that have not answered only "lack" since before `staleBefore` */
+  private countHolders (staleBefore: number): number {
     let n = 0
     for (const p of this.peers.values()) {
-      if (p.provider && !p.bad && (p.lackingSince == null || p.lackingSince > stale)) n++
+      if (p.provider && !p.bad && (p.lackingSince == null || p.lackingSince > staleBefore)) n++
     }
     return n
   }
@@ -164,7 +159,7 @@ export class Swarm {
    */
   private refreshConnected (): void {
     const now = Date.now()
-    if (now - this.refreshedAt < 1000 || (this.refreshedAt > 0 && this.patientHolders > 0)) return
+    if (now - this.refreshedAt < 1000 || (this.refreshedAt > 0 && this.countHolders(now - this.options.holderPatienceMs) > 0)) return
     this.refreshedAt = now
     for (const connection of this.libp2p.getConnections()) {
       this.addPeer(connection.remotePeer)

@@ -394,7 +394,7 @@ export async function startAppRuntime (components: AppRuntimeComponents, options
     runtime,
     fetchBundle: async (cid, size, signal) => {
       const from = passedOnBy.get(cid.toString())
-      await bundles.fetch(cid, { declaredSize: size, signal, ...(from != null ? { providers: [from] } : {}) })
+      await bundles.fetch(cid, { declaredSize: size, signal, providers: from != null ? [from] : [] })
     },
     schedule: async (context) => {
       const version = context.manifest.body.version

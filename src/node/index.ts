@@ -389,7 +389,7 @@ export async function createMoltNode (options: MoltNodeOptions): Promise<MoltNod
         // the peer that passed the manifest on holds or fetches its bundles too (see the app's fetch)
         const from = event.detail.from
         for (const upgrade of event.detail.manifest.body.classUpgrades) {
-          bundles.fetch(upgrade.bundle, { declaredSize: upgrade.bundleSize, ...(from != null ? { providers: [from] } : {}) }).catch(err => {
+          bundles.fetch(upgrade.bundle, { declaredSize: upgrade.bundleSize, providers: from != null ? [from] : [] }).catch(err => {
             log('fetching bundle %c failed - %e', upgrade.bundle, err)
           })
         }
