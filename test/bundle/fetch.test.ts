@@ -28,6 +28,18 @@ describe('bundle fetch', () => {
     return node
   }
 
+  /** A peer that holds nothing: it answers every request with no blocks, and counts them. */
+  async function emptyPeer (): Promise<{ peer: MoltLibp2p, asked: () => number }> {
+    const peer = await overlay()
+    peers.push(peer)
+    let asked = 0
+    await handleRequests(peer, PROTOCOL, async () => {
+      asked++
+      return encodeReply({ blocks: [] })
+    })
+    return { peer, asked: () => asked }
+  }
+
   it('refuses blocks that do not match their CID, reports the peer, stores nothing, and fetches from another provider', async () => {
     const publisher = await make()
     const files = randomFiles(2, 700_000)
@@ -82,24 +94,18 @@ describe('bundle fetch', () => {
     const files = randomFiles(1, 200_000)
     const packed = await publisher.bundles.packFiles(files)
 
-    // a connected peer that holds nothing: it answers every request with no blocks
-    const empty = await overlay()
-    peers.push(empty)
-    let asked = 0
-    await handleRequests(empty, PROTOCOL, async () => {
-      asked++
-      return encodeReply({ blocks: [] })
-    })
+    // a connected peer that holds nothing
+    const { peer: empty, asked } = await emptyPeer()
 
     const fetcher = await make({ lackRetryMs: 50, discoveryIntervalMs: 5000 })
     await connect(fetcher, empty)
     const fetching = fetcher.bundles.fetch(packed.cid, { declaredSize: packed.size })
-    await eventually(() => asked > 0, 'the connected peer is asked')
+    await eventually(() => asked() > 0, 'the connected peer is asked')
     // then not again within the discovery interval, not every lackRetryMs (which applies to
     // providers): with every node of a fleet fetching at once, that was hundreds of empty
     // requests a second
     await new Promise(resolve => setTimeout(resolve, 2000))
-    expect(asked).toBe(1)
+    expect(asked()).toBe(1)
 
     await connect(fetcher, publisher)
     const result = await fetching
@@ -268,13 +274,7 @@ describe('bundle fetch', () => {
   it('stops waiting for a named holder that only ever lacks the bundle: asks the peers it is connected to', async () => {
     // what a stale provider record or a hint that never gets the bundle looks like: a peer named
     // as a holder that answers every request with no blocks
-    const stale = await overlay()
-    peers.push(stale)
-    let asked = 0
-    await handleRequests(stale, PROTOCOL, async () => {
-      asked++
-      return encodeReply({ blocks: [] })
-    })
+    const { peer: stale, asked } = await emptyPeer()
     // the real holder: not in the DHT, connected only once the fetch has started
     const holder = await make({ provide: false })
     const files = randomFiles(2, 200_000)
@@ -282,7 +282,7 @@ describe('bundle fetch', () => {
     const fetcher = await make({ discoveryIntervalMs: 500 })
     await connect(fetcher, stale)
     const fetching = fetcher.bundles.fetch(packed.cid, { declaredSize: packed.size, providers: [stale.peerId], signal: AbortSignal.timeout(30_000) })
-    await eventually(() => asked > 0, 'the named holder is asked')
+    await eventually(() => asked() > 0, 'the named holder is asked')
     await connect(fetcher, holder)
     const result = await fetching
     expect(Object.keys(result.fromPeers)).toEqual([holder.libp2p.peerId.toString()])
