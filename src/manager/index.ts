@@ -699,7 +699,6 @@ class Manager implements UpgradeManager {
       case 'transforming':
         try {
           await this.checkSpace()
-          await this.clear(appNamespace(attempt.to))
           this.transformed = undefined
           const report = await runtime.transform({
             bundle: attempt.to.bundle,

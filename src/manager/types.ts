@@ -107,8 +107,10 @@ export interface UpgradeRuntime {
   /** ends the running object (its worker) */
   stop(): Promise<void>
   /**
-   * Runs a TF; throws when it throws or overruns. With `request.invariants`, it may also check
-   * the invariants on the written state and return their report (`undefined`: not checked).
+   * Runs a TF into `request.to`, emptying that namespace first (a TF re-run after a crash must
+   * not see a half-written state); throws when the TF throws or overruns. With
+   * `request.invariants`, it may also check the invariants on the written state and return their
+   * report (`undefined`: not checked).
    */
   transform(request: TransformRequest): Promise<CheckReport | undefined>
   /** health check of the running object */

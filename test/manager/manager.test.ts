@@ -81,7 +81,10 @@ class TestRuntime implements UpgradeRuntime {
     let seed = request.seed
     const random = (): number => { seed = (seed * 1103515245 + 12345) >>> 0; return seed / 2 ** 32 }
     const next = ((request.reverse === true ? b?.reverseTf : b?.tf) ?? ((n) => n))(count, random(), request.now)
-    await this.store.namespace(request.to).put(new Key('/count'), cbor.encode(next))
+    // the runtime empties the TF's namespace first, as the host does
+    const to = this.store.namespace(request.to)
+    for await (const key of to.queryKeys({})) await to.delete(key)
+    await to.put(new Key('/count'), cbor.encode(next))
     return request.invariants === true ? await this.invariants(request.bundle as CID) : undefined
   }
 
