@@ -34,7 +34,7 @@ import {
   TransformFailedError, TransformTimeoutError, WorkerCrashedError, WorkerFailedError
 } from './errors.ts'
 import { MOLT_APP_API, type HealthReport, type Value } from './model.ts'
-import { appNamespace, applyWrites, clearStore, createAppStore, createReadonlyAppStore, futureSoNamespace, pastSoNamespace, storeDigest, validateClass } from './store.ts'
+import { appNamespace, applyWrites, clearStore, createAppStore, createReadonlyAppStore, futureSoNamespace, pastSoNamespace, validateClass } from './store.ts'
 import type { FromWorker, HealthAnswer, JobData, ServeData, StandbyData, ToWorker, WireError, WorkerData } from './protocol.ts'
 import type { ReadonlyAppStore } from './model.ts'
 import type { AbortOptions } from '@libp2p/interface'
@@ -310,10 +310,12 @@ export interface TransformRequest extends AbortOptions {
   invariants?: boolean
 }
 
-/** What a TF run produced. */
+/**
+ * What a TF run produced besides the state it wrote. The state's digest is not part of it: a
+ * caller that compares runs (the dry run) takes `storeDigest` of the namespace itself, so that a
+ * live upgrade does not read its whole new state once more while the node is out of service.
+ */
 export interface TransformResult {
-  /** `storeDigest` of the namespace written: equal for equal inputs */
-  digest: string
   /** the invariants' report on the written state, when the request asked for it */
   invariants?: CheckReport
 }
@@ -1398,9 +1400,8 @@ class DefaultAppHost implements AppHost {
     // a forward TF's worker serves the version it transformed to next; a reverse TF's module is
     // the newer one, which is not loaded next
     const report = await this.job(data, stores, positive(request.deadlineMs, this.transformMs, 'deadlineMs'), request.signal, request.reverse !== true) as CheckReport | null
-    const digest = await storeDigest(next)
-    log('%s from %s to %s: digest %s', request.reverse === true ? 'reverse TF' : 'TF', request.from, request.to, digest)
-    return report == null ? { digest } : { digest, invariants: report }
+    log('%s from %s to %s done', request.reverse === true ? 'reverse TF' : 'TF', request.from, request.to)
+    return report == null ? {} : { invariants: report }
   }
 
   async invariants (bundle: BundleSource, namespace: string, options: AbortOptions = {}): Promise<CheckReport> {

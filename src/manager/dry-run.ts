@@ -28,7 +28,7 @@ import { CID } from 'multiformats/cid'
 import { buildBundle, readBundleDir } from '../bundle/index.ts'
 import { BundleNotFoundError } from '../bundle/errors.ts'
 import { decodeFileNode, decodeRoot } from '../bundle/format.ts'
-import { appNamespace, createHost, futureSoNamespace, type HostInit } from '../host/index.ts'
+import { appNamespace, createHost, futureSoNamespace, storeDigest, type HostInit } from '../host/index.ts'
 import { openStore, type MoltStore } from '../state/index.ts'
 import type { Datastore } from 'interface-datastore'
 
@@ -441,7 +441,7 @@ async function dryRun (store: MoltStore, options: TryUpgradeOptions, kind: 'live
     for (let run = 0; run < targets.length; run++) {
       const t0 = performance.now()
       try {
-        const { digest } = await host.transform({
+        await host.transform({
           bundle: source,
           from: stateNs,
           futureState: futureSoNamespace(toVersion),
@@ -450,7 +450,7 @@ async function dryRun (store: MoltStore, options: TryUpgradeOptions, kind: 'live
           seed,
           ...(signal != null ? { signal } : {})
         })
-        digests.push(digest)
+        digests.push(await storeDigest(mem.namespace(targets[run] as string)))
       } catch (err) {
         signal?.throwIfAborted()
         failures.push(`TF run ${run + 1} failed: ${oneLine(err)}`)
