@@ -158,9 +158,12 @@ export async function clearStore (datastore: Datastore): Promise<number> {
   for await (const key of datastore.queryKeys({})) {
     keys.push(key)
   }
+  // one batch: one write, and no half-emptied namespace if the node stops part-way
+  const batch = datastore.batch()
   for (const key of keys) {
-    await datastore.delete(key)
+    batch.delete(key)
   }
+  await batch.commit()
   return keys.length
 }
 

@@ -12,7 +12,7 @@ import { logger } from '@libp2p/logger'
 import { Key, type Datastore } from 'interface-datastore'
 import { TypedEventEmitter } from 'main-event'
 import { CID } from 'multiformats/cid'
-import { AppLoadError, appNamespace as hostAppNamespace, futureSoNamespace, pastSoNamespace, QuiesceTimeoutError, TransformFailedError, type CheckReport } from '../host/index.ts'
+import { AppLoadError, appNamespace as hostAppNamespace, clearStore, futureSoNamespace, pastSoNamespace, QuiesceTimeoutError, TransformFailedError, type CheckReport } from '../host/index.ts'
 import {
   CrashPointError, HealthCheckFailedError, InsufficientSpaceError, InvariantFailedError, ManagerStateError,
   NoReverseTransformError, StartFailedError
@@ -831,7 +831,7 @@ class Manager implements UpgradeManager {
   /** Before admission: the old version and its untouched state run again; the version is bad here. */
   private async rollBack (attempt: Attempt, error: Error, signal: AbortSignal): Promise<void> {
     log.error('upgrade to %d rolled back - %e', attempt.target, error)
-    await this.clear(appNamespace(attempt.to))
+    await clearStore(this.components.store.namespace(appNamespace(attempt.to)))
     this.record.bad.push(attempt.target)
     // its future-SO goes too: a later version that fixes forward simulates itself on this node's
     // own object, not through a version that failed here
@@ -854,20 +854,6 @@ class Manager implements UpgradeManager {
     if (free < this.options.minFreeBytes) {
       throw new InsufficientSpaceError(`${free} bytes free in ${this.options.dataDir}; a TF needs ${this.options.minFreeBytes}`)
     }
-  }
-
-  /** Empties a namespace of the store (the TF's output before a re-run, or after a rollback). */
-  private async clear (namespace: string): Promise<void> {
-    const ds = this.components.store.namespace(namespace)
-    const keys: Key[] = []
-    for await (const key of ds.queryKeys({})) {
-      keys.push(key)
-    }
-    const batch = ds.batch()
-    for (const key of keys) {
-      batch.delete(key)
-    }
-    await batch.commit()
   }
 }
 

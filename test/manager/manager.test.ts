@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto'
 import * as cbor from '@ipld/dag-cbor'
 import { describe, it, expect, afterEach } from 'vitest'
 import { genesisManifest, openManifestChain, type ManifestChain } from '../../src/manifest/index.ts'
-import { AppLoadError, appNamespace, type CheckReport, type TransformRequest } from '../../src/host/index.ts'
+import { AppLoadError, appNamespace, clearStore, type CheckReport, type TransformRequest } from '../../src/host/index.ts'
 import {
   CrashPointError, NoReverseTransformError, UPGRADE_PHASES, createUpgradeManager,
   type CrashPoint, type FutureLink, type RunSpec, type UpgradeManager, type UpgradeRuntime
@@ -83,7 +83,7 @@ class TestRuntime implements UpgradeRuntime {
     const next = ((request.reverse === true ? b?.reverseTf : b?.tf) ?? ((n) => n))(count, random(), request.now)
     // the runtime empties the TF's namespace first, as the host does
     const to = this.store.namespace(request.to)
-    for await (const key of to.queryKeys({})) await to.delete(key)
+    await clearStore(to)
     await to.put(new Key('/count'), cbor.encode(next))
     return request.invariants === true ? await this.invariants(request.bundle as CID) : undefined
   }
