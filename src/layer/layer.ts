@@ -11,17 +11,16 @@
  */
 import { AbortError, TimeoutError } from '@libp2p/interface'
 import { logger } from '@libp2p/logger'
-import { lpStream } from '@libp2p/utils'
 import { TypedEventEmitter } from 'main-event'
 import { InvalidOptionError } from '../overlay/errors.ts'
-import { protocolId, validateSystemName } from '../overlay/index.ts'
+import { createRequestSessions, protocolId, validateSystemName, type RequestSessions } from '../overlay/index.ts'
 import { normaliseState, route, type DispatchState, type DispatchTarget, type LayerState, type Route } from './dispatch.ts'
 import {
   CallTimeoutError, errorFromWire, isRetryable, MessageTooLargeError, RemoteError, SimulationRefusedError,
   UnavailableError, UpgradingError, VersionUnknownError
 } from './errors.ts'
 import { decodeReply, decodeRequest, encodeReply, encodeRequest, MAX_NAME_LENGTH, type RpcReply, type RpcRequest } from './wire.ts'
-import type { AbortOptions, Connection, Libp2p, PeerId, Startable, Stream } from '@libp2p/interface'
+import type { AbortOptions, Libp2p, PeerId, Startable } from '@libp2p/interface'
 
 const log = logger('molt:layer')
 
@@ -29,10 +28,11 @@ const log = logger('molt:layer')
 export const RPC_PROTOCOL_NAME = 'rpc'
 
 /**
- * The RPC protocol id of a system, `/molt/<system>/rpc/1.0.0`.
+ * The RPC protocol id of a system, `/molt/<system>/rpc/2.0.0`. Version 2 carries the calls on
+ * request sessions (one long-lived stream per peer); version 1 opened a stream per call.
  */
 export function rpcProtocol (system: string): string {
-  return protocolId(system, RPC_PROTOCOL_NAME)
+  return protocolId(system, RPC_PROTOCOL_NAME, '2.0.0')
 }
 
 /**
@@ -134,19 +134,12 @@ export interface UpgradeLayerInit {
   maxReplyBytes?: number
 
   /**
-   * Concurrent inbound RPC streams per connection; libp2p resets streams beyond it, and the
-   * caller sees `UnavailableError`.
+   * Calls from one peer in hand at once (a peer keeps one session to this node); calls beyond it
+   * are answered `UnavailableError` without running.
    *
    * @default 32
    */
-  maxInboundStreams?: number
-
-  /**
-   * Concurrent outbound RPC streams per connection; calls beyond it fail `UnavailableError`.
-   *
-   * @default 64
-   */
-  maxOutboundStreams?: number
+  maxCallsPerPeer?: number
 
   /**
    * Calls executing (or waiting for a future-SO) at once on this node, across all connections;
@@ -172,13 +165,6 @@ export interface UpgradeLayerInit {
    * @default 100
    */
   replyMarginMs?: number
-
-  /**
-   * How long a peer may take to send its request once it opened a stream, in milliseconds.
-   *
-   * @default 5000
-   */
-  readTimeoutMs?: number
 
   /**
    * Deadline of an outgoing call when the caller gives none, in milliseconds.
@@ -351,11 +337,6 @@ function isPromiseLike (value: unknown): value is PromiseLike<unknown> {
   return value != null && (typeof value === 'object' || typeof value === 'function') && typeof (value as { then?: unknown }).then === 'function'
 }
 
-function isTooLarge (err: unknown): boolean {
-  const name = (err as Error | undefined)?.name
-  return name === 'InvalidDataLengthError' || name === 'InvalidDataLengthLengthError'
-}
-
 function abortReason (signal: AbortSignal): Error {
   return signal.reason instanceof Error ? signal.reason : new AbortError('the call was aborted')
 }
@@ -427,14 +408,11 @@ class DefaultUpgradeLayer implements UpgradeLayer {
   private readonly invoke: Invoke
   private readonly maxRequestBytes: number
   private readonly maxReplyBytes: number
-  private readonly maxInboundStreams: number
-  private readonly maxOutboundStreams: number
   private readonly maxConcurrentCalls: number
   private readonly maxCallMs: number
   private readonly replyMarginMs: number
-  private readonly readTimeoutMs: number
   private readonly defaultDeadlineMs: number
-  private readonly runOnLimitedConnection: boolean
+  private readonly sessions: RequestSessions
   private current: DispatchState
   private changed: Deferred = deferred()
   private readonly waitingFor = new Map<number, number>()
@@ -454,14 +432,19 @@ class DefaultUpgradeLayer implements UpgradeLayer {
     this.invoke = init.invoke
     this.maxRequestBytes = positive(init.maxRequestBytes, DEFAULT_MAX_BYTES, 'maxRequestBytes')
     this.maxReplyBytes = positive(init.maxReplyBytes, DEFAULT_MAX_BYTES, 'maxReplyBytes')
-    this.maxInboundStreams = positive(init.maxInboundStreams, 32, 'maxInboundStreams')
-    this.maxOutboundStreams = positive(init.maxOutboundStreams, 64, 'maxOutboundStreams')
     this.maxConcurrentCalls = positive(init.maxConcurrentCalls, 256, 'maxConcurrentCalls')
     this.maxCallMs = positive(init.maxCallMs, 10_000, 'maxCallMs')
     this.replyMarginMs = positive(init.replyMarginMs, 100, 'replyMarginMs', true)
-    this.readTimeoutMs = positive(init.readTimeoutMs, 5_000, 'readTimeoutMs')
     this.defaultDeadlineMs = positive(init.defaultDeadlineMs, 10_000, 'defaultDeadlineMs')
-    this.runOnLimitedConnection = init.runOnLimitedConnection ?? true
+    this.sessions = createRequestSessions(components, {
+      protocol: this.protocol,
+      handler: async (bytes, { peer }) => this.encodeAnswer(await this.answer(bytes, peer)),
+      onRejected: (peer, error) => { this.rejected(peer, error) },
+      maxRequestBytes: this.maxRequestBytes,
+      maxResponseBytes: this.maxReplyBytes,
+      maxPendingPerSession: positive(init.maxCallsPerPeer, 32, 'maxCallsPerPeer'),
+      runOnLimitedConnection: init.runOnLimitedConnection ?? true
+    })
     if (init.state == null) {
       throw new InvalidOptionError('state: required')
     }
@@ -491,13 +474,7 @@ class DefaultUpgradeLayer implements UpgradeLayer {
       return
     }
     this.shutdown = new AbortController()
-    await this.components.libp2p.handle(this.protocol, async (stream, connection) => {
-      await this.serve(stream, connection)
-    }, {
-      maxInboundStreams: this.maxInboundStreams,
-      maxOutboundStreams: this.maxOutboundStreams,
-      runOnLimitedConnection: this.runOnLimitedConnection
-    })
+    await this.sessions.start()
     this.started = true
   }
 
@@ -507,7 +484,7 @@ class DefaultUpgradeLayer implements UpgradeLayer {
     }
     this.started = false
     this.shutdown.abort(new UnavailableError('the upgrade layer stopped'))
-    await this.components.libp2p.unhandle(this.protocol)
+    await this.sessions.stop()
   }
 
   update (patch: Partial<LayerState>): void {
@@ -528,45 +505,8 @@ class DefaultUpgradeLayer implements UpgradeLayer {
 
   // --- callee ---------------------------------------------------------------------------------
 
-  private async serve (stream: Stream, connection: Connection): Promise<void> {
-    const peer = connection.remotePeer
-    try {
-      const lp = lpStream(stream, { maxDataLength: this.maxRequestBytes })
-      let reply: RpcReply
-      let bytes: Uint8Array | undefined
-      const reading = deadline(this.readTimeoutMs)
-      try {
-        bytes = (await lp.read({ signal: reading.signal })).subarray()
-      } catch (err) {
-        if (!isTooLarge(err)) {
-          // the peer hung up, reset or stalled: nobody is left to answer
-          log('%s from %p: no request - %e', this.protocol, peer, err)
-          stream.abort(err as Error)
-          return
-        }
-        bytes = undefined
-      } finally {
-        reading.dispose()
-      }
-      if (bytes == null) {
-        reply = this.reject(peer, new MessageTooLargeError(`request exceeds ${this.maxRequestBytes} bytes`))
-      } else {
-        reply = await this.answer(bytes, peer)
-      }
-      const writing = deadline(this.readTimeoutMs)
-      try {
-        await lp.write(this.encodeAnswer(reply), { signal: writing.signal })
-        await stream.close({ signal: writing.signal })
-      } finally {
-        writing.dispose()
-      }
-    } catch (err) {
-      log('%s from %p failed - %e', this.protocol, peer, err)
-      stream.abort(err as Error)
-    }
-  }
-
-  private reject (peer: PeerId, error: Error): RpcReply {
+  /** Logs (once per peer, reason and message) and reports a request refused as malformed. */
+  private rejected (peer: PeerId, error: Error): void {
     const key = `${peer.toString()}\u0000${error.name}\u0000${error.message}`
     if (!this.logged.has(key)) {
       if (this.logged.size >= 1024) {
@@ -576,7 +516,6 @@ class DefaultUpgradeLayer implements UpgradeLayer {
       log('rejected request from %p: %s %s', peer, error.name, error.message)
     }
     this.events.safeDispatchEvent('request:rejected', { detail: { peer, reason: error.name, error } })
-    return this.errorReply(error)
   }
 
   private errorReply (error: Error): RpcReply {
@@ -606,7 +545,8 @@ class DefaultUpgradeLayer implements UpgradeLayer {
     try {
       request = decodeRequest(bytes, this.maxRequestBytes)
     } catch (err) {
-      return this.reject(peer, err as Error)
+      this.rejected(peer, err as Error)
+      return this.errorReply(err as Error)
     }
     this.seen(peer, request.version, request.class, 'request')
     if (this.active >= this.maxConcurrentCalls) {
@@ -766,34 +706,19 @@ class DefaultUpgradeLayer implements UpgradeLayer {
     throw lastError as Error
   }
 
-  /** One request and one reply on a new stream, failures mapped to the layer's typed errors. */
+  /** One request and its reply on the peer's session, failures mapped to the layer's typed errors. */
   private async exchange (peer: PeerId, bytes: Uint8Array, request: RpcRequest, ms: number, limit: Deadline, callerSignal: AbortSignal | undefined): Promise<Uint8Array> {
-    const signal = limit.signal
-    let stream: Stream | undefined
     try {
-      stream = await this.components.libp2p.dialProtocol(peer, this.protocol, {
-        signal,
-        runOnLimitedConnection: this.runOnLimitedConnection,
-        // one call per stream: the protocol name goes with the request (optimistic
-        // multistream-select), saving a round trip and two messages on every call; a peer
-        // without the protocol fails the read instead, which maps to the same UnavailableError
-        negotiateFully: false
-      })
-      const lp = lpStream(stream, { maxDataLength: this.maxReplyBytes })
-      await lp.write(bytes, { signal })
-      const reply = (await lp.read({ signal })).subarray()
-      await stream.close({ signal })
-      return reply
+      return await this.sessions.request(peer, bytes, { signal: limit.signal })
     } catch (err) {
-      stream?.abort(err as Error)
       if (callerSignal?.aborted === true) {
         throw abortReason(callerSignal)
       }
       if (limit.timedOut) {
         throw new CallTimeoutError(`${request.method} at ${peer.toString()}: no reply within ${ms} ms`)
       }
-      if (isTooLarge(err)) {
-        throw new MessageTooLargeError(`${request.method} at ${peer.toString()}: the reply exceeds ${this.maxReplyBytes} bytes`)
+      if (err instanceof MessageTooLargeError || err instanceof UnavailableError) {
+        throw err
       }
       throw new UnavailableError(`${request.method} at ${peer.toString()}: ${(err as Error).message}`, { cause: err })
     }

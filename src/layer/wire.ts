@@ -1,6 +1,6 @@
 /**
- * The wire forms of `/molt/<system>/rpc/1.0.0`: one dag-cbor request and one dag-cbor reply per
- * stream, each length-prefixed. Every decoder checks the size first, then the exact shape, and
+ * The wire forms of `/molt/<system>/rpc/2.0.0`: one dag-cbor request and one dag-cbor reply per
+ * call, each the body of a request-session frame (`src/overlay/session.ts`). Every decoder checks the size first, then the exact shape, and
  * throws `RpcDecodeError` on anything else.
  *
  * ```

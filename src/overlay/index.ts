@@ -27,6 +27,7 @@ export * from './errors.ts'
 export * from './gossip-repair.ts'
 export * from './profile.ts'
 export * from './request.ts'
+export * from './session.ts'
 
 /**
  * The libp2p services molt needs on a node. A user who builds their own libp2p node includes

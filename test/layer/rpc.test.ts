@@ -3,7 +3,7 @@
  */
 import * as cbor from '@ipld/dag-cbor'
 import { describe, it, expect, afterEach } from 'vitest'
-import { sendRequest, type MoltLibp2p } from '../../src/overlay/index.ts'
+import { createRequestSessions, type MoltLibp2p, type RequestSessions } from '../../src/overlay/index.ts'
 import { decodeReply, encodeRequest, isRetryable, type VersionSeen } from '../../src/layer/index.ts'
 import { appNode, mesh, type AppNode } from './setup.ts'
 import { createOverlay } from '../../src/overlay/index.ts'
@@ -22,7 +22,9 @@ async function rejection (p: Promise<unknown>): Promise<Error> {
 describe('upgrade layer', () => {
   const nodes: AppNode[] = []
   const others: MoltLibp2p[] = []
+  const raws: RequestSessions[] = []
   afterEach(async () => {
+    await Promise.allSettled(raws.splice(0).map(async r => { await r.stop() }))
     await Promise.allSettled(nodes.splice(0).map(async n => { await n.stop() }))
     await Promise.allSettled(others.splice(0).map(async n => { await n.stop() }))
   })
@@ -161,8 +163,12 @@ describe('upgrade layer', () => {
     await raw.dial(b.libp2p.getMultiaddrs())
     const rejected: string[] = []
     b.layer.events.addEventListener('request:rejected', (e) => { rejected.push(e.detail.reason) })
+    // a peer that sends raw bytes on the layer's protocol, with a larger size limit of its own
+    const session = createRequestSessions({ libp2p: raw }, { protocol: b.layer.protocol, maxRequestBytes: 100_000 })
+    raws.push(session)
+    await session.start()
     const send = async (bytes: Uint8Array): Promise<ReturnType<typeof decodeReply>> =>
-      decodeReply(await sendRequest(raw, b.libp2p.peerId, b.layer.protocol, bytes), 65_536)
+      decodeReply(await session.request(b.libp2p.peerId, bytes), 65_536)
     const cases: Array<[Uint8Array, string]> = [
       [new Uint8Array([0xff, 0x00, 0x13, 0x37]), 'RpcDecodeError'],
       [cbor.encode([1, 2, 3]), 'RpcDecodeError'],
@@ -170,15 +176,18 @@ describe('upgrade layer', () => {
       [cbor.encode({ v: 2, c: 'x', m: 'trail', a: [], extra: 1 }), 'RpcDecodeError'],
       [cbor.encode({ v: 2, c: 'x', m: 'trail', a: 'not-an-array' }), 'RpcDecodeError'],
       [cbor.encode({ v: 2, c: 'x', m: '', a: [] }), 'RpcDecodeError'],
-      [cbor.encode({ v: 2, c: 'x', m: 'trail', a: [], d: 0 }), 'RpcDecodeError'],
-      [new Uint8Array(70_000), 'MessageTooLargeError']
+      [cbor.encode({ v: 2, c: 'x', m: 'trail', a: [], d: 0 }), 'RpcDecodeError']
     ]
     for (const [bytes, name] of cases) {
       const reply = await send(bytes)
       expect('error' in reply && reply.error.name).toBe(name)
       expect(reply.version).toBe(2)
     }
-    expect(rejected).toEqual(cases.map(([, name]) => name))
+    // an oversized request is refused by the session before any decoding, and its bytes skipped
+    const tooLarge = await rejection(send(new Uint8Array(70_000)))
+    expect(tooLarge.name).toBe('MessageTooLargeError')
+    expect(rejected).toEqual([...cases.map(([, name]) => name), 'MessageTooLargeError'])
+    expect(session.outbound).toBe(1)
     // a well-formed request from the same raw peer is served
     const ok = await send(encodeRequest({ version: 2, class: 'raw', method: 'trail', args: [] }))
     expect(ok).toEqual({ version: 2, class: 'cache', ok: ['current@2'] })
@@ -250,7 +259,7 @@ describe('upgrade layer', () => {
     let release!: () => void
     const gate = new Promise<void>(resolve => { release = resolve })
     const busy = await appNode({ version: 1 }, {
-      maxInboundStreams: 2,
+      maxCallsPerPeer: 2,
       maxConcurrentCalls: 64,
       invoke: async () => { await gate; return 'done' }
     })
