@@ -16,7 +16,7 @@ import { logger } from '@libp2p/logger'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { TypedEventEmitter } from 'main-event'
 import { InvalidOptionError } from '../overlay/errors.ts'
-import { handleRequests, protocolId, sendRequest, validateSystemName, type MoltLibp2p } from '../overlay/index.ts'
+import { createRequestSessions, protocolId, validateSystemName, type MoltLibp2p, type RequestSessions } from '../overlay/index.ts'
 import { StaleStatusError } from './errors.ts'
 import { decodeSignedStatus, encodeSignedStatus, MAX_STATUS_BYTES, signStatus, type SignedStatus } from './record.ts'
 import { NO_CONTROL, type ControlState, type Deferral, type FleetView, type PeerStatus, type Phase, type StatusRecord } from './types.ts'
@@ -211,6 +211,7 @@ class NetworkView implements NetworkFleetView {
   private readonly rejections?: CounterGroup
   private controlState: ControlState = NO_CONTROL
   private timer?: ReturnType<typeof setInterval>
+  private readonly pulls: RequestSessions
   private shutdown = new AbortController()
   private started = false
   private publishing: Promise<void> = Promise.resolve()
@@ -220,7 +221,8 @@ class NetworkView implements NetworkFleetView {
 
   constructor (private readonly components: FleetViewComponents, init: FleetViewInit) {
     this.system = validateSystemName(init.system)
-    this.protocol = protocolId(this.system, 'status')
+    // 2.0.0: pulls ride on request sessions (one stream per peer), not a stream per pull
+    this.protocol = protocolId(this.system, 'status', '2.0.0')
     this.announceMs = init.announceMs ?? 30_000
     this.expiryMs = init.expiryMs ?? 3 * this.announceMs
     this.maxPeers = init.maxPeers ?? 1024
@@ -248,6 +250,19 @@ class NetworkView implements NetworkFleetView {
     }
     this.setCounted({ replicas: init.replicas ?? [], servers: init.servers ?? [], roster: init.roster ?? [] })
     this.trafficSince = this.now()
+    this.pulls = createRequestSessions(components, {
+      protocol: this.protocol,
+      handler: async () => {
+        const signed = this.signed ?? await this.sign()
+        const bytes = encodeSignedStatus(signed)
+        this.sent += bytes.byteLength
+        return bytes
+      },
+      maxRequestBytes: 16,
+      maxResponseBytes: MAX_STATUS_BYTES,
+      // a view pulls its counted peers once per period: keep their sessions across periods
+      idleTimeoutMs: Math.max(60_000, 3 * this.announceMs)
+    })
     this.rejections = components.libp2p.metrics?.registerCounterGroup('molt_status_rejections_total', {
       help: 'status records refused, by reason'
     })
@@ -262,13 +277,7 @@ class NetworkView implements NetworkFleetView {
   async start (): Promise<void> {
     if (this.started) return
     this.shutdown = new AbortController()
-    const { libp2p } = this.components
-    await handleRequests(libp2p, this.protocol, async () => {
-      const signed = this.signed ?? await this.sign()
-      const bytes = encodeSignedStatus(signed)
-      this.sent += bytes.byteLength
-      return bytes
-    }, { maxRequestBytes: 16, maxResponseBytes: MAX_STATUS_BYTES })
+    await this.pulls.start()
     for (const g of [this.record.tags.group, ...this.watch]) {
       if (g != null) this.join(statusTopic(this.system, g))
     }
@@ -289,7 +298,7 @@ class NetworkView implements NetworkFleetView {
       libp2p.services.pubsub.unsubscribe(topic)
     }
     this.topics.clear()
-    await libp2p.unhandle(this.protocol)
+    await this.pulls.stop()
     await this.publishing.catch(() => {})
   }
 
@@ -508,9 +517,8 @@ class NetworkView implements NetworkFleetView {
 
   async pull (peer: string, signal?: AbortSignal): Promise<StatusRecord | undefined> {
     const id = peerIdFromString(peer)
-    const reply = await sendRequest(this.components.libp2p, id, this.protocol, new Uint8Array(0), {
-      signal: signal ?? AbortSignal.any([this.shutdown.signal, AbortSignal.timeout(10_000)]),
-      maxResponseBytes: MAX_STATUS_BYTES
+    const reply = await this.pulls.request(id, new Uint8Array(0), {
+      signal: signal ?? AbortSignal.any([this.shutdown.signal, AbortSignal.timeout(10_000)])
     })
     this.received += reply.byteLength
     let signed: SignedStatus
