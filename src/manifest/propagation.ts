@@ -10,7 +10,7 @@ import { TopicValidatorResult, type Message } from '@libp2p/gossipsub'
 import { logger } from '@libp2p/logger'
 import { RateLimiter } from '@libp2p/utils'
 import { TypedEventEmitter } from 'main-event'
-import { handleRequests, protocolId, sendRequest, type MoltLibp2p } from '../overlay/index.ts'
+import { connectedPeers, handleRequests, protocolId, sendRequest, type MoltLibp2p } from '../overlay/index.ts'
 import { decodeSignedManifest, encodeSignedManifest, MAX_MANIFEST_BYTES } from './codec.ts'
 import { decodeSignedControl, encodeSignedControl, MAX_CONTROL_BYTES, type ControlLog, type ControlVerdict, type SignedControl } from './control.ts'
 import { ManifestError, ReplayedManifestError } from './errors.ts'
@@ -231,7 +231,7 @@ class Propagation implements ManifestPropagation {
     }, { maxRequestBytes: 64, maxResponseBytes: MAX_PULL_BATCH * MAX_CONTROL_BYTES + 64 })
     libp2p.addEventListener('connection:open', this.onConnection)
     this.antiEntropy = setInterval(() => {
-      const peers = libp2p.getPeers()
+      const peers = connectedPeers(libp2p)
       const peer = peers[Math.floor(Math.random() * peers.length)]
       if (peer != null) {
         this.exchangeHeads(peer, AbortSignal.any([this.shutdown.signal, AbortSignal.timeout(10_000)])).catch(err => {
@@ -562,7 +562,7 @@ class Propagation implements ManifestPropagation {
 
   private pushHeads (except?: PeerId): void {
     const subscribed = new Set(this.components.libp2p.services.pubsub.getSubscribers(this.topic).map(p => p.toString()))
-    for (const other of this.components.libp2p.getPeers()) {
+    for (const other of connectedPeers(this.components.libp2p)) {
       if (except?.equals(other) === true || subscribed.has(other.toString())) {
         continue
       }
@@ -592,7 +592,7 @@ class Propagation implements ManifestPropagation {
     }
     if (verdict.kind === 'accepted' || verdict.kind === 'old') {
       await this.gossipBytes({ type: 'control', control: encodeSignedControl(control) })
-      await Promise.allSettled(libp2p.getPeers().map(async peer => await this.exchangeHeads(peer)))
+      await Promise.allSettled(connectedPeers(libp2p).map(async peer => await this.exchangeHeads(peer)))
     }
     return verdict
   }
@@ -617,7 +617,7 @@ class Propagation implements ManifestPropagation {
     // gossip the merged form: a co-signature added here travels with it
     await this.gossip(chain.get(manifest.body.version) ?? manifest)
     // direct submission: every connected peer learns our head and pulls what it lacks
-    await Promise.allSettled(libp2p.getPeers().map(async peer => await this.exchangeHeads(peer)))
+    await Promise.allSettled(connectedPeers(libp2p).map(async peer => await this.exchangeHeads(peer)))
     return verdict
   }
 }

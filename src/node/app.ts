@@ -16,7 +16,7 @@ import {
   type ControlState, type Evaluation, type FleetViewInit, type NetworkFleetView, type Phase
 } from '../schedule/index.ts'
 import type { ControlLog, ManifestChain, ManifestPropagation, PropagationEvents, RolloutControl } from '../manifest/index.ts'
-import { InvalidOptionError, type MoltLibp2p } from '../overlay/index.ts'
+import { connectedPeers, InvalidOptionError, type MoltLibp2p } from '../overlay/index.ts'
 import type { MoltStore } from '../state/index.ts'
 import type { UpgradePhase } from '../manager/types.ts'
 import type { PeerId, PrivateKey } from '@libp2p/interface'
@@ -177,17 +177,28 @@ export async function startAppRuntime (components: AppRuntimeComponents, options
   const shutdown = new AbortController()
   let layer: UpgradeLayer | undefined
   let serving: ServingState | undefined
+  // the app names peers by string on every call; parsing one is a base58 decode and a public key
+  const parsed = new Map<string, PeerId>()
+  const peerId = (peer: string): PeerId => {
+    let id = parsed.get(peer)
+    if (id == null) {
+      if (parsed.size >= 4096) parsed.clear()
+      id = peerIdFromString(peer)
+      parsed.set(peer, id)
+    }
+    return id
+  }
 
   const host = createHost({
     store,
     self: { peerId: libp2p.peerId.toString() },
     bundles,
-    peers: () => libp2p.getPeers().map(p => p.toString()),
+    peers: () => connectedPeers(libp2p).map(p => p.toString()),
     call: async (peer, method, args, callOptions) => {
       if (layer == null) {
         throw new Error('the upgrade layer is not started')
       }
-      const peers = [peer, ...(callOptions.alternatives ?? [])].map(p => peerIdFromString(p))
+      const peers = [peer, ...(callOptions.alternatives ?? [])].map(peerId)
       return await layer.call(peers, method, args, {
         signal: callOptions.signal,
         version: callOptions.version,

@@ -11,7 +11,7 @@ import {
   type ControlLog, type ControlVerdict, type GenesisConfig, type ManifestChain, type ManifestPropagation, type PropagationEvents,
   type PropagationInit, type RolloutControl, type SignedControl, type SignedManifest, type Verdict
 } from '../manifest/index.ts'
-import { assertLocalAddresses, createOverlay, InvalidOptionError, parseAddress, validateSystemName, type MoltLibp2p, type OverlayProfile } from '../overlay/index.ts'
+import { assertLocalAddresses, connectedPeers, createOverlay, InvalidOptionError, parseAddress, validateSystemName, type MoltLibp2p, type OverlayProfile } from '../overlay/index.ts'
 import { openStore, type MoltStore } from '../state/index.ts'
 import { startAppRuntime, type AppRuntime, type AppRuntimeEvents, type AppRuntimeOptions, type RolloutStatus } from './app.ts'
 import type { StatusRecord } from '../schedule/index.ts'
@@ -268,7 +268,7 @@ class Node extends TypedEventEmitter<MoltNodeEvents> implements MoltNode {
     const accepted = new Map<string, PeerId>()
     while (true) {
       options.signal?.throwIfAborted()
-      await Promise.allSettled(this.libp2p.getPeers().filter(p => !accepted.has(p.toString())).map(async peer => {
+      await Promise.allSettled(connectedPeers(this.libp2p).filter(p => !accepted.has(p.toString())).map(async peer => {
         const head = await this.propagation.exchangeHeads(peer, options.signal)
         if (head.version >= version) {
           accepted.set(peer.toString(), peer)
@@ -297,7 +297,7 @@ class Node extends TypedEventEmitter<MoltNodeEvents> implements MoltNode {
       peerId: this.peerId.toString(),
       system: this.system,
       addresses: this.libp2p.getMultiaddrs().map(ma => ma.toString()),
-      peers: this.libp2p.getPeers().length,
+      peers: connectedPeers(this.libp2p).length,
       version: head.body.version,
       head: head.cid.toString(),
       control: this.controls.state(),
