@@ -9,8 +9,9 @@ import { join } from 'node:path'
 import { logger } from '@libp2p/logger'
 import { MemoryDatastore, NamespaceDatastore } from 'datastore-core'
 import { LevelDatastore } from 'datastore-level'
-import { Key, type Datastore } from 'interface-datastore'
+import { Key, type Datastore, type KeyQuery, type Pair, type Query } from 'interface-datastore'
 import { fromString, toString } from 'uint8arrays'
+import type { AbortOptions } from '@libp2p/interface'
 import { StoreFormatError, StoreOpenError } from './errors.ts'
 
 export * from './errors.ts'
@@ -55,6 +56,72 @@ export type StoreOptions =
 
 const NAMESPACE = /^[a-zA-Z0-9._-]+(\/[a-zA-Z0-9._-]+)*$/
 
+/**
+ * A namespace whose queries the store below answers by prefix. datastore-core's
+ * `NamespaceDatastore` drops a query's prefix and filters every key of the whole store below in
+ * JavaScript: every query of one namespace (an app's state, libp2p's peer store, the DHT's
+ * provider records) read the node's whole LevelDB, bundles included, and in an in-process
+ * testnet, whose members share one store, every member's. Here the prefix goes down (LevelDB
+ * seeks to it), so a query reads only its namespace's keys.
+ */
+class PrefixNamespace extends NamespaceDatastore {
+  private readonly below: Datastore
+  private readonly base: string
+
+  constructor (below: Datastore, prefix: Key) {
+    super(below, prefix)
+    this.below = below
+    this.base = prefix.toString()
+  }
+
+  /** the query's prefix as the store below sees it, or undefined when it matches no key */
+  private prefixBelow (prefix: string | undefined): string | undefined {
+    if (prefix == null || prefix === '/') return `${this.base}/`
+    // every key starts with '/': a prefix that does not matches nothing
+    return prefix.startsWith('/') ? this.base + prefix : undefined
+  }
+
+  private inner (key: Key): Key {
+    return new Key(key.toString().slice(this.base.length), false)
+  }
+
+  override query (q: Query, options?: AbortOptions): AsyncGenerator<Pair> {
+    const prefix = this.prefixBelow(q.prefix)
+    if (prefix == null) return toAsync([])
+    const query: Query = {
+      ...q,
+      prefix,
+      filters: q.filters?.map(filter => ({ key, value }: Pair) => filter({ key: this.inner(key), value })),
+      orders: q.orders?.map(order => (a: Pair, b: Pair) => order({ key: this.inner(a.key), value: a.value }, { key: this.inner(b.key), value: b.value }))
+    }
+    const inner = this.inner.bind(this)
+    const source = this.below.query(query, options)
+    return (async function * () {
+      for await (const { key, value } of source) yield { key: inner(key), value }
+    })()
+  }
+
+  override queryKeys (q: KeyQuery, options?: AbortOptions): AsyncGenerator<Key> {
+    const prefix = this.prefixBelow(q.prefix)
+    if (prefix == null) return toAsync([])
+    const query: KeyQuery = {
+      ...q,
+      prefix,
+      filters: q.filters?.map(filter => (key: Key) => filter(this.inner(key))),
+      orders: q.orders?.map(order => (a: Key, b: Key) => order(this.inner(a), this.inner(b)))
+    }
+    const inner = this.inner.bind(this)
+    const source = this.below.queryKeys(query, options)
+    return (async function * () {
+      for await (const key of source) yield inner(key)
+    })()
+  }
+}
+
+async function * toAsync<T> (source: Iterable<T>): AsyncGenerator<T> {
+  yield * source
+}
+
 class Store implements MoltStore {
   constructor (readonly datastore: Datastore, private readonly owned: LevelDatastore | undefined) {}
 
@@ -62,7 +129,7 @@ class Store implements MoltStore {
     if (!NAMESPACE.test(name)) {
       throw new TypeError(`invalid store namespace ${JSON.stringify(name)}`)
     }
-    return new NamespaceDatastore(this.datastore, new Key(`/${name}`))
+    return new PrefixNamespace(this.datastore, new Key(`/${name}`))
   }
 
   async close (): Promise<void> {
