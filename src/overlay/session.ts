@@ -330,14 +330,14 @@ class Session {
   }
 
   /** Ends the session: rejects what waits on it and aborts what is being answered. */
-  end (reason: string): void {
+  end (reason: string, cause?: Error): void {
     if (this.ended) {
       return
     }
     this.ended = true
-    this.controller.abort(new UnavailableError(reason))
+    this.controller.abort(new UnavailableError(reason, { cause }))
     for (const w of this.waiting.values()) {
-      w.reject(new UnavailableError(`${this.peer.toString()}: ${reason}`))
+      w.reject(new UnavailableError(`${this.peer.toString()}: ${reason}`, { cause }))
     }
     this.waiting.clear()
   }
@@ -525,7 +525,7 @@ class DefaultRequestSessions implements RequestSessions {
     })
     stream.addEventListener('close', (evt: StreamCloseEvent) => {
       this.forget(session)
-      session.end(evt.error != null ? `the session ended (${evt.error.message})` : 'the session ended')
+      session.end(evt.error != null ? `the session ended (${evt.error.message})` : 'the session ended', evt.error)
     })
     this.sessions.set(peer.toString(), session)
     log.trace('opened a %s session to %p', this.protocol, peer)
