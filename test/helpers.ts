@@ -32,3 +32,13 @@ export async function eventually<T> (check: () => T | Promise<T>, description: s
   }
   throw new Error(`timed out waiting for: ${description}${lastError != null ? ` (last error: ${String(lastError)})` : ''}`)
 }
+
+/** The error `p` rejects with; fails the test when it resolves. */
+export async function rejection (p: Promise<unknown>): Promise<Error> {
+  try {
+    await p
+  } catch (err) {
+    return err as Error
+  }
+  throw new Error('expected a failure')
+}

@@ -12,6 +12,7 @@
 import { AbortError, TimeoutError } from '@libp2p/interface'
 import { logger } from '@libp2p/logger'
 import { TypedEventEmitter } from 'main-event'
+import { raceSignal } from 'race-signal'
 import { InvalidOptionError } from '../overlay/errors.ts'
 import { createRequestSessions, protocolId, validateSystemName, type RequestSessions } from '../overlay/index.ts'
 import { normaliseState, route, type DispatchState, type DispatchTarget, type LayerState, type Route } from './dispatch.ts'
@@ -314,25 +315,6 @@ function deferred (): Deferred {
   return { promise, resolve }
 }
 
-/** Resolves or rejects with `promise`, or rejects with `onAbort()` when `signal` aborts first. */
-async function raceSignal<T> (promise: Promise<T>, signal: AbortSignal, onAbort: () => Error): Promise<T> {
-  if (signal.aborted) {
-    promise.catch(() => {})
-    throw onAbort()
-  }
-  return await new Promise<T>((resolve, reject) => {
-    const listener = (): void => { reject(onAbort()) }
-    signal.addEventListener('abort', listener, { once: true })
-    promise.then(value => {
-      signal.removeEventListener('abort', listener)
-      resolve(value)
-    }, (err: unknown) => {
-      signal.removeEventListener('abort', listener)
-      reject(err)
-    })
-  })
-}
-
 function isPromiseLike (value: unknown): value is PromiseLike<unknown> {
   return value != null && (typeof value === 'object' || typeof value === 'function') && typeof (value as { then?: unknown }).then === 'function'
 }
@@ -400,6 +382,10 @@ function deadline (ms: number, parent?: AbortSignal): Deadline {
 
 /** Marks a failure raised by the layer's own timers, not by the app. */
 class DeadlineSignalled extends Error {}
+
+function deadlineSignalled (): Error {
+  return new DeadlineSignalled()
+}
 
 class DefaultUpgradeLayer implements UpgradeLayer {
   readonly protocol: string
@@ -499,7 +485,7 @@ class DefaultUpgradeLayer implements UpgradeLayer {
     while (this.running > 0) {
       this.idleWaiters ??= deferred()
       const waiter = this.idleWaiters.promise
-      await (options.signal == null ? waiter : raceSignal(waiter, options.signal, () => abortReason(options.signal as AbortSignal)))
+      await (options.signal == null ? waiter : raceSignal(waiter, options.signal, { translateError: abortReason }))
     }
   }
 
@@ -596,7 +582,7 @@ class DefaultUpgradeLayer implements UpgradeLayer {
       try {
         result = this.invoke(call)
         if (isPromiseLike(result)) {
-          result = await raceSignal(Promise.resolve(result), signal, () => new DeadlineSignalled())
+          result = await raceSignal(Promise.resolve(result), signal, { translateError: deadlineSignalled })
         }
       } catch (err) {
         if (err instanceof DeadlineSignalled) {
@@ -633,7 +619,7 @@ class DefaultUpgradeLayer implements UpgradeLayer {
         if (!('wait' in routed)) {
           return routed
         }
-        await raceSignal(next, signal, () => new DeadlineSignalled())
+        await raceSignal(next, signal, { translateError: deadlineSignalled })
       }
     } catch (err) {
       if (!(err instanceof DeadlineSignalled)) {
@@ -732,7 +718,7 @@ class DefaultUpgradeLayer implements UpgradeLayer {
     }
     const self = this.components.libp2p.peerId
     try {
-      return this.encodeAnswer(await raceSignal(this.answer(bytes, self), signal, () => new DeadlineSignalled()))
+      return this.encodeAnswer(await raceSignal(this.answer(bytes, self), signal, { translateError: deadlineSignalled }))
     } catch (err) {
       if (callerSignal?.aborted === true) {
         throw abortReason(callerSignal)

@@ -25,6 +25,7 @@
  * @packageDocumentation
  */
 import { logger } from '@libp2p/logger'
+import { raceSignal } from 'race-signal'
 import { Uint8ArrayList } from 'uint8arraylist'
 import { InvalidOptionError, MessageTooLargeError, UnavailableError } from './errors.ts'
 import type { AbortOptions, Connection, Libp2p, PeerId, Startable, Stream, StreamCloseEvent, StreamMessageEvent } from '@libp2p/interface'
@@ -452,23 +453,13 @@ class DefaultRequestSessions implements RequestSessions {
       this.drop(session, 'the session closed')
       throw new UnavailableError(`${this.protocol}: the session to ${peer.toString()} closed`)
     }
-    if (signal == null) {
-      return await reply
+    try {
+      return await raceSignal(reply, signal)
+    } catch (err) {
+      // given up: a reply that comes later is dropped
+      session.waiting.delete(id)
+      throw err
     }
-    return await new Promise<Uint8Array>((resolve, reject) => {
-      const onAbort = (): void => {
-        session.waiting.delete(id)
-        reject(signal.reason)
-      }
-      signal.addEventListener('abort', onAbort, { once: true })
-      reply.then(value => {
-        signal.removeEventListener('abort', onAbort)
-        resolve(value)
-      }, (err: Error) => {
-        signal.removeEventListener('abort', onAbort)
-        reject(err)
-      })
-    })
   }
 
   /** The open session to `peer`, opening one (once, however many callers wait) if needed. */
@@ -483,21 +474,8 @@ class DefaultRequestSessions implements RequestSessions {
       opening = this.open(peer).finally(() => { this.opening.delete(key) })
       this.opening.set(key, opening)
     }
-    if (signal == null) {
-      return await opening
-    }
-    // the open is shared, so one caller's abort must not end it for the others
-    return await new Promise<Session>((resolve, reject) => {
-      const onAbort = (): void => { reject(signal.reason) }
-      signal.addEventListener('abort', onAbort, { once: true })
-      opening.then(session => {
-        signal.removeEventListener('abort', onAbort)
-        resolve(session)
-      }, (err: Error) => {
-        signal.removeEventListener('abort', onAbort)
-        reject(err)
-      })
-    })
+    // the open is shared: one caller's abort ends its own wait, not the open
+    return await raceSignal(opening, signal)
   }
 
   private async open (peer: PeerId): Promise<Session> {

@@ -85,41 +85,29 @@ class PrefixNamespace extends NamespaceDatastore {
     return new Key(key.toString().slice(this.base.length), false)
   }
 
-  override query (q: Query, options?: AbortOptions): AsyncGenerator<Pair> {
+  override async * query (q: Query, options?: AbortOptions): AsyncGenerator<Pair> {
     const prefix = this.prefixBelow(q.prefix)
-    if (prefix == null) return toAsync([])
+    if (prefix == null) return
     const query: Query = {
       ...q,
       prefix,
       filters: q.filters?.map(filter => ({ key, value }: Pair) => filter({ key: this.inner(key), value })),
       orders: q.orders?.map(order => (a: Pair, b: Pair) => order({ key: this.inner(a.key), value: a.value }, { key: this.inner(b.key), value: b.value }))
     }
-    const inner = this.inner.bind(this)
-    const source = this.below.query(query, options)
-    return (async function * () {
-      for await (const { key, value } of source) yield { key: inner(key), value }
-    })()
+    for await (const { key, value } of this.below.query(query, options)) yield { key: this.inner(key), value }
   }
 
-  override queryKeys (q: KeyQuery, options?: AbortOptions): AsyncGenerator<Key> {
+  override async * queryKeys (q: KeyQuery, options?: AbortOptions): AsyncGenerator<Key> {
     const prefix = this.prefixBelow(q.prefix)
-    if (prefix == null) return toAsync([])
+    if (prefix == null) return
     const query: KeyQuery = {
       ...q,
       prefix,
       filters: q.filters?.map(filter => (key: Key) => filter(this.inner(key))),
       orders: q.orders?.map(order => (a: Key, b: Key) => order(this.inner(a), this.inner(b)))
     }
-    const inner = this.inner.bind(this)
-    const source = this.below.queryKeys(query, options)
-    return (async function * () {
-      for await (const key of source) yield inner(key)
-    })()
+    for await (const key of this.below.queryKeys(query, options)) yield this.inner(key)
   }
-}
-
-async function * toAsync<T> (source: Iterable<T>): AsyncGenerator<T> {
-  yield * source
 }
 
 class Store implements MoltStore {

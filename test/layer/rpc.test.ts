@@ -7,17 +7,8 @@ import { createRequestSessions, type MoltLibp2p, type RequestSessions } from '..
 import { decodeReply, encodeRequest, isRetryable, type VersionSeen } from '../../src/layer/index.ts'
 import { appNode, mesh, type AppNode } from './setup.ts'
 import { createOverlay } from '../../src/overlay/index.ts'
-import { eventually, memoryAddress } from '../helpers.ts'
+import { eventually, memoryAddress, rejection } from '../helpers.ts'
 import { SYSTEM } from './setup.ts'
-
-async function rejection (p: Promise<unknown>): Promise<Error> {
-  try {
-    await p
-  } catch (err) {
-    return err as Error
-  }
-  throw new Error('expected the call to fail')
-}
 
 describe('upgrade layer', () => {
   const nodes: AppNode[] = []

@@ -4,7 +4,7 @@
  */
 import { describe, it, expect, afterEach } from 'vitest'
 import { createOverlay, createRequestSessions, type MoltLibp2p, type RequestSessions, type RequestSessionsInit } from '../../src/overlay/index.ts'
-import { eventually, memoryAddress } from '../helpers.ts'
+import { eventually, memoryAddress, rejection } from '../helpers.ts'
 import type { PeerId, Stream } from '@libp2p/interface'
 
 const PROTOCOL = '/molt/stest/echo/1.0.0'
@@ -43,15 +43,6 @@ function frames (stream: Stream): Array<[number, number, Uint8Array]> {
 
 const text = (s: string): Uint8Array => new TextEncoder().encode(s)
 const str = (b: Uint8Array): string => new TextDecoder().decode(b)
-
-async function rejection (p: Promise<unknown>): Promise<Error> {
-  try {
-    await p
-  } catch (err) {
-    return err as Error
-  }
-  throw new Error('expected a failure')
-}
 
 describe('request sessions', () => {
   const nodes: MoltLibp2p[] = []
