@@ -198,6 +198,10 @@ class Testnet {
       await this.waitForRing('the ring is stable', 60_000 + 3000 * o.nodes)
       this.rec.marks.ringStable = Date.now()
       await this.assignGroups()
+      // the groups make every node pull its arc and every client the whole roster: new
+      // connections and a burst of status records, set-up rather than workload (in-process, the
+      // one loop stalled for up to 15 s while the clients' first ops waited)
+      await this.waitForFleetViews(Math.max(20_000, TUNING.clientViewMsPerNode * o.nodes))
 
       this.stage(`workload: ${o.clients} client(s) warming up`)
       await this.startWorkload()
@@ -465,6 +469,29 @@ class Testnet {
 
   private async startWorkload (): Promise<void> {
     await Promise.all(this.clients.map(async (c, i) => { await c.request('workload-start', { plan: this.plan(i, c) }) }))
+  }
+
+  /** Waits until every member's fleet view holds the peers it counts, or `ms` passed (noted). */
+  private async waitForFleetViews (ms: number): Promise<void> {
+    this.stage('fleet views: every member hears its counted peers')
+    const until = Date.now() + ms
+    const alive = new Set(this.nodes.filter(n => n.alive).map(n => n.peerId))
+    let short: string[] = []
+    while (true) {
+      short = []
+      await Promise.all(this.members.filter(m => m.alive && m.config.counted != null).map(async m => {
+        const counted = m.config.counted
+        const want = (counted?.replicas ?? counted?.roster ?? []).filter(p => alive.has(p))
+        const view = await m.request('view', {}, 10_000).catch(() => [])
+        const heard = new Set(view.map(e => e.peer))
+        const missing = want.filter(p => !heard.has(p)).length
+        if (missing > 0) short.push(`${m.name} misses ${missing}`)
+      }))
+      if (short.length === 0) return
+      if (Date.now() >= until) break
+      await sleep(1000, this.signal)
+    }
+    this.rec.note(`the fleet views were still incomplete after ${(ms / 1000).toFixed(0)} s (${short.slice(0, 8).join(', ')}${short.length > 8 ? ', …' : ''}); the workload starts anyway`)
   }
 
   /** Waits until every client's member list holds every live node, or `ms` passed (noted). */
