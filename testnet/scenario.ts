@@ -474,44 +474,45 @@ class Testnet {
   /** Waits until every member's fleet view holds the peers it counts, or `ms` passed (noted). */
   private async waitForFleetViews (ms: number): Promise<void> {
     this.stage('fleet views: every member hears its counted peers')
-    const until = Date.now() + ms
     const alive = new Set(this.nodes.filter(n => n.alive).map(n => n.peerId))
-    let short: string[] = []
-    while (true) {
-      short = []
-      await Promise.all(this.members.filter(m => m.alive && m.config.counted != null).map(async m => {
-        const counted = m.config.counted
-        const want = (counted?.replicas ?? counted?.roster ?? []).filter(p => alive.has(p))
-        const view = await m.request('view', {}, 10_000).catch(() => [])
-        const heard = new Set(view.map(e => e.peer))
-        const missing = want.filter(p => !heard.has(p)).length
-        if (missing > 0) short.push(`${m.name} misses ${missing}`)
-      }))
-      if (short.length === 0) return
-      if (Date.now() >= until) break
-      await sleep(1000, this.signal)
-    }
-    this.rec.note(`the fleet views were still incomplete after ${(ms / 1000).toFixed(0)} s (${short.slice(0, 8).join(', ')}${short.length > 8 ? ', …' : ''}); the workload starts anyway`)
+    await this.waitUntilKnown(
+      this.members.filter(m => m.alive && m.config.counted != null),
+      m => (m.config.counted?.replicas ?? m.config.counted?.roster ?? []).filter(p => alive.has(p)),
+      async m => (await m.request('view', {}, 10_000).catch(() => [])).map(e => e.peer),
+      ms, 'the fleet views', 'the workload starts anyway')
   }
 
   /** Waits until every client's member list holds every live node, or `ms` passed (noted). */
   private async waitForClientViews (ms: number): Promise<void> {
-    const until = Date.now() + ms
-    const want = this.nodes.filter(n => n.alive).map(n => n.peerId)
-    let short: string[] = []
-    while (true) {
-      short = []
-      await Promise.all(this.clients.map(async c => {
+    const want = peerIds(this.nodes.filter(n => n.alive))
+    await this.waitUntilKnown(
+      this.clients,
+      () => want,
+      async c => {
         const info = await c.request('info', {}, 10_000).catch(() => undefined) as { members?: unknown } | undefined
-        const members = new Set(Array.isArray(info?.members) ? info.members : [])
-        const missing = want.filter(p => p != null && !members.has(p)).length
-        if (missing > 0) short.push(`${c.name} misses ${missing}`)
+        return Array.isArray(info?.members) ? info.members as string[] : []
+      },
+      ms, 'the clients\' member lists', 'the steady state starts anyway')
+  }
+
+  /**
+   * Polls `members` every second until each knows every peer it `wants`; after `ms` a note says
+   * who still misses how many, and the run goes on.
+   */
+  private async waitUntilKnown (members: MemberHandle[], wants: (m: MemberHandle) => string[], known: (m: MemberHandle) => Promise<string[]>, ms: number, what: string, then: string): Promise<void> {
+    let short: string[] = []
+    await until(async () => {
+      short = []
+      await Promise.all(members.map(async m => {
+        const heard = new Set(await known(m))
+        const missing = wants(m).filter(p => !heard.has(p)).length
+        if (missing > 0) short.push(`${m.name} misses ${missing}`)
       }))
-      if (short.length === 0) return
-      if (Date.now() >= until) break
-      await sleep(1000, this.signal)
-    }
-    this.rec.note(`the clients' member lists were still incomplete after ${(ms / 1000).toFixed(0)} s (${short.join(', ')}); the steady state starts anyway`)
+      return short.length === 0
+    }, `${what} are complete`, ms, this.signal, 1000).catch((err: Error) => {
+      if (!(err instanceof StageTimeoutError)) throw err
+      this.rec.note(`${what} were still incomplete after ${(ms / 1000).toFixed(0)} s (${short.slice(0, 8).join(', ')}${short.length > 8 ? ', …' : ''}); ${then}`)
+    })
   }
 
   private async stopWorkload (): Promise<WorkloadRecord[]> {
