@@ -312,6 +312,7 @@ export function summaryTable (s: Summary): string[] {
     ['ok ratio', `${(b.ok_ratio * 100).toFixed(3)} %`],
     ['latency steady', `p50 ${num(b.p50_steady_ms)} ms, p99 ${num(b.p99_steady_ms)} ms`],
     ['latency rollout', `p50 ${num(b.p50_rollout_ms)} ms, p99 ${num(b.p99_rollout_ms)} ms`],
+    ['latency after', `p50 ${num(b.p50_after_ms)} ms, p99 ${num(b.p99_after_ms)} ms`],
     ['lost writes', `${b.lost_writes} (${s.checks.checkedKeys} keys checked, ${s.checks.ackedPuts} puts and ${s.checks.ackedDeletes} deletes acknowledged)`],
     ['nodes at target', `${s.checks.nodesAtTarget}/${s.run.nodes}, clients ${s.checks.clientsAtTarget}/${s.run.clients}`],
     ['peak RSS per node', `p50 ${num(s.memory.rssMbP50)} MB, max ${num(s.memory.rssMbMax)} MB`],

@@ -27,6 +27,13 @@ export interface BenchLine {
   p50_rollout_ms: number | null
   p99_steady_ms: number | null
   p99_rollout_ms: number | null
+  /**
+   * From the end of the rollout to the workload's stop: every member at the target, so the new
+   * version's own latency at the same load (a v2 put also writes its replicas), which the
+   * rollout window mixes with the old version's
+   */
+  p50_after_ms: number | null
+  p99_after_ms: number | null
   /** median over node processes of each one's peak RSS (app worker included), MB */
   rss_mb_p50: number | null
   /** `rollout`, or `control` for the baseline */
@@ -240,6 +247,8 @@ export function summarise (input: { options: TestnetOptions, rec: Recorder, chec
     p50_rollout_ms: rollout.p50,
     p99_steady_ms: steady.p99,
     p99_rollout_ms: rollout.p99,
+    p50_after_ms: after.p50,
+    p99_after_ms: after.p99,
     rss_mb_p50: o.inProcess ? round(launcher / Math.max(1, tracks.length), 1) : nodePeaks.length > 0 ? round(percentile(nodePeaks, 50), 1) : null,
     mode
   }

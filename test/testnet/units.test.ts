@@ -179,7 +179,7 @@ describe('the XML checker the report tests rely on', () => {
 
 describe('the report', () => {
   const summary = (): Summary => ({
-    bench: { bench: 'testnet', nodes: 2, propagation_ms: 120, all_upgraded_ms: 3400, ops: 90, ok_ratio: 0.98889, lost_writes: 0, p50_steady_ms: 2.5, p50_rollout_ms: 3, p99_steady_ms: 9, p99_rollout_ms: 20, rss_mb_p50: 120.5, mode: 'rollout' },
+    bench: { bench: 'testnet', nodes: 2, propagation_ms: 120, all_upgraded_ms: 3400, ops: 90, ok_ratio: 0.98889, lost_writes: 0, p50_steady_ms: 2.5, p50_rollout_ms: 3, p99_steady_ms: 9, p99_rollout_ms: 20, p50_after_ms: 4, p99_after_ms: 15, rss_mb_p50: 120.5, mode: 'rollout' },
     run: { mode: 'rollout', inProcess: false, nodes: 2, clients: 1, schedule: 'eager', params: { note: '<&>' }, from: 'v1', to: 'v2', targetSystemVersion: 1, faults: { kill: 1, partition: true }, seed: 1, startedAt: new Date(0).toISOString(), durationMs: 20_000, dataDir: '/tmp/x' },
     checks: { passed: false, failures: ['ok ratio 98.889 % is below 99.9 % <&>'], lostWrites: 0, unreadableKeys: 0, checkedKeys: 5, ackedPuts: 40, ackedDeletes: 3, newerUnacked: 0, nodesAtTarget: 2, clientsAtTarget: 1, untypedFailures: 0, okRatio: 0.98889, minOkRatio: 0.999 },
     ops: { total: 90, ok: 89, failed: 1, refused: 0, untyped: 0, byKind: {}, failuresByName: { UnavailableError: 1 }, retried: 3, steady: { from: 0, to: 1, ops: 10, p50: 2.5, p99: 9 }, rollout: { from: 1, to: 2, ops: 20, p50: 3, p99: 20 }, after: { from: 2, to: 3, ops: 5, p50: null, p99: null } },
