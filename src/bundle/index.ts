@@ -192,6 +192,28 @@ export interface BundleServiceInit {
   provide?: boolean
 
   /**
+   * About how many holders of a bundle among a node's connected peers should announce it in the
+   * DHT. A node that fetched a bundle announces it with probability `announcers / connections`
+   * (always, with that many connections or fewer); a node that packed one, or holds one at start,
+   * always does. A provide walks the DHT and stores the record at about K = 20 nodes, so a fleet
+   * whose every node announced each release walked the DHT once per node, and each walk stalls
+   * the nodes it touches: on the 16-node testnet those walks were most of the clients' tail
+   * latency outside the rollout (see docs/bundles.md). Provider records serve peers connected
+   * to no holder; fetchers ask their connected peers first anyway, so a few announced holders in
+   * each neighbourhood serve them as well as every holder would.
+   *
+   * @default 4
+   */
+  announcers?: number
+
+  /**
+   * The random source of the announcement's delay and of the choice above, in [0, 1).
+   *
+   * @default Math.random
+   */
+  random?: () => number
+
+  /**
    * After a provide whose record reached no peer (the node had none yet), the node provides
    * again once it is connected to more peers than it was: checked at a random point between
    * this long and twice as long, then in periods twice as long, and so on, seven times (about
@@ -314,6 +336,10 @@ export interface BundleStats {
   referredPeers: number
   /** DHT walks for providers the fetches made (each costs every node it touches) */
   providerQueries: number
+  /** DHT provides this node made (each a walk, and a record at about K nodes) */
+  provides: number
+  /** fetched bundles this node left to other holders to announce (see `announcers`) */
+  providesDeclined: number
 }
 
 /**
@@ -399,7 +425,7 @@ class DefaultBundleService implements BundleService {
   private provideChain: Promise<void> = Promise.resolve()
   /** bundles announced, each with the token of its announcement (gone once collected) */
   private readonly provided = new Map<string, object>()
-  private readonly counters: BundleStats = { servedBytes: 0, servedBlocks: 0, fetchedBytes: 0, fetchedBlocks: 0, referredPeers: 0, providerQueries: 0 }
+  private readonly counters: BundleStats = { servedBytes: 0, servedBlocks: 0, fetchedBytes: 0, fetchedBlocks: 0, referredPeers: 0, providerQueries: 0, provides: 0, providesDeclined: 0 }
   private readonly metrics: { served?: Counter, fetched?: Counter, rejected?: Counter }
   private gcWrites?: Set<string>
   private readonly background = new Set<Promise<void>>()
@@ -421,6 +447,8 @@ class DefaultBundleService implements BundleService {
       keepRecent: init.keepRecent ?? 3,
       announceSpreadMs: init.announceSpreadMs === 0 ? 0 : positive(init.announceSpreadMs, 60_000, 'announceSpreadMs'),
       provide: init.provide ?? true,
+      announcers: positive(init.announcers, 4, 'announcers'),
+      random: init.random ?? Math.random,
       reprovideMs: positive(init.reprovideMs, 5000, 'reprovideMs')
     }
     if (this.options.chunkSize > 1_048_576) {
@@ -541,7 +569,11 @@ class DefaultBundleService implements BundleService {
 
   // --- providing -----------------------------------------------------------------------------
 
-  private announce (cid: CID, spreadMs = 0): void {
+  /**
+   * Announces `cid` in the DHT, after a random delay of up to `spreadMs`; a `fetched` bundle only
+   * with probability `announcers / connections` (then).
+   */
+  private announce (cid: CID, { spreadMs = 0, fetched = false }: { spreadMs?: number, fetched?: boolean } = {}): void {
     const key = cid.toString()
     if (!this.options.provide || this.provided.has(key)) {
       return
@@ -556,6 +588,7 @@ class DefaultBundleService implements BundleService {
       const done = this.provideChain.then(async () => {
         if (signal.aborted || !current()) return undefined
         let reached = 0
+        this.counters.provides++
         try {
           for await (const event of this.libp2p.services.moltDht.provide(cid, { signal: AbortSignal.any([signal, AbortSignal.timeout(30_000)]) })) {
             if (event.name === 'PEER_RESPONSE' && event.messageName === 'ADD_PROVIDER') reached++
@@ -572,9 +605,16 @@ class DefaultBundleService implements BundleService {
     }
     const task = (async () => {
       // spread: a delayed provide holds up no other
-      if (spreadMs > 0) await sleep(Math.random() * spreadMs, signal)
+      if (spreadMs > 0) await sleep(this.options.random() * spreadMs, signal)
       if (signal.aborted) return
       let connected = this.libp2p.getConnections().length
+      if (fetched && this.options.random() * connected >= this.options.announcers) {
+        log('not announcing %c: about %d of %d connected peers are expected to', cid, this.options.announcers, connected)
+        this.counters.providesDeclined++
+        // a later announcement (packing the same files) is not bound by this choice
+        if (current()) this.provided.delete(key)
+        return
+      }
       let reached = await provide()
       if (reached === undefined) {
         if (current()) this.provided.delete(key)
@@ -587,7 +627,7 @@ class DefaultBundleService implements BundleService {
       // one, and at a random point of each check's period: a fleet whose every node packs its
       // bundles at start then walks the DHT once per bundle, spread out, not in a burst.
       for (let i = 0; reached === 0 && i < REPROVIDE_CHECKS; i++) {
-        await sleep(this.options.reprovideMs * 2 ** i * (1 + Math.random()), signal)
+        await sleep(this.options.reprovideMs * 2 ** i * (1 + this.options.random()), signal)
         if (signal.aborted || !current()) return
         const now = this.libp2p.getConnections().length
         if (now <= connected) continue
@@ -753,7 +793,7 @@ class DefaultBundleService implements BundleService {
       await this.putBlocks([...metadata.values()])
       await this.store.putRecord(cid, 'partial', size)
       // a partial holder serves the blocks it has
-      this.announce(cid, this.options.announceSpreadMs)
+      this.announce(cid, { spreadMs: this.options.announceSpreadMs, fetched: true })
 
       // 2. the chunks not held yet
       const wants: Want[] = []

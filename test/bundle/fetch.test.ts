@@ -1,11 +1,12 @@
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { MemoryDatastore } from 'datastore-core'
 import { describe, it, expect, afterEach } from 'vitest'
 import { handleRequests } from '../../src/overlay/index.ts'
 import { eventually } from '../helpers.ts'
 import { openStore } from '../../src/state/index.ts'
-import { BundleTooLargeError, decodeRequest, encodeReply } from '../../src/bundle/index.ts'
+import { BundleTooLargeError, createBundleService, decodeRequest, encodeReply } from '../../src/bundle/index.ts'
 import { bundleNode, connect, overlay, randomFiles, sameFiles, storedBlocks, SYSTEM, type TestNode } from './setup.ts'
 import type { MoltLibp2p } from '../../src/overlay/index.ts'
 import type { PeerId } from '@libp2p/interface'
@@ -134,6 +135,35 @@ describe('bundle fetch', () => {
     // it does announce itself, once, after its random delay
     await eventually(() => provides > 0, 'the fetcher provides the bundle')
     expect(provides).toBe(1)
+  })
+
+  it('a fetcher with more connected peers than `announcers` leaves the announcement to them by chance: announcers / connections', async () => {
+    const publisher = await make()
+    const packed = await publisher.bundles.packFiles(randomFiles(2, 40_000))
+    const others = await Promise.all([emptyPeer(), emptyPeer(), emptyPeer()])
+    // one fetcher rolls high, one low; each is connected to the publisher and three more peers
+    const fetchers = await Promise.all([0.9, 0.1].map(async roll => await make({ announcers: 1, announceSpreadMs: 1, random: () => roll })))
+    for (const fetcher of fetchers) {
+      await connect(fetcher, publisher)
+      for (const o of others) await connect(fetcher, o.peer)
+      expect(fetcher.libp2p.getConnections().length).toBe(4)
+      await fetcher.bundles.fetch(packed.cid, { declaredSize: packed.size, providers: [publisher.libp2p.peerId] })
+    }
+    const [high, low] = fetchers as [TestNode, TestNode]
+    // 0.9 × 4 ≥ 1: declined; 0.1 × 4 < 1: announced
+    await eventually(() => high.bundles.stats().providesDeclined === 1 && low.bundles.stats().provides === 1, 'both fetchers made their choice')
+    expect(high.bundles.stats().provides).toBe(0)
+    expect(low.bundles.stats().providesDeclined).toBe(0)
+    // the packer announces whatever its connections: it is the first holder
+    expect(publisher.bundles.stats()).toMatchObject({ provides: 1, providesDeclined: 0 })
+  })
+
+  it('rejects an `announcers` that is not a positive number, and changes nothing', async () => {
+    const libp2p = await overlay()
+    peers.push(libp2p)
+    for (const announcers of [0, -1, Number.NaN]) {
+      expect(() => createBundleService({ libp2p, datastore: new MemoryDatastore() }, { system: SYSTEM, announcers })).toThrow(/announcers: must be a positive number/)
+    }
   })
 
   it('provides again once connected to more peers when its record reached no one: a bundle packed alone reaches the peers that join', async () => {
