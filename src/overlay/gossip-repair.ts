@@ -8,9 +8,15 @@
  * subscriptions and gets no gossip from it. Seen on this project's 100-node test network under
  * load: a link stayed without the announce topic for the whole two-minute wait.
  *
+ * Gossipsub also never hears of a connected peer whose identify failed (timed out on a loaded
+ * node): libp2p tells a protocol's topology of a peer only once identify has listed the peer's
+ * protocols. When it failed at both ends the connection carries no gossipsub stream either way,
+ * for as long as it lasts (seen on the same test network: two links of 264). Such a connection
+ * is identified again, once: libp2p then tells gossipsub, if the peer speaks it.
+ *
  * @packageDocumentation
  */
-import type { ComponentLogger, Connection, Logger, PeerId, Startable } from '@libp2p/interface'
+import type { AbortOptions, ComponentLogger, Connection, Logger, PeerId, Startable } from '@libp2p/interface'
 import { InvalidOptionError } from './errors.ts'
 import type { GossipSub } from '@libp2p/gossipsub'
 
@@ -35,7 +41,12 @@ export interface GossipRepairComponents {
   pubsub: GossipSub
   connectionManager: { getConnections(peer?: PeerId): Connection[] }
   logger: ComponentLogger
+  /** libp2p's identify service (`@libp2p/identify`); without it a failed identify is not repaired */
+  identify?: { identify(connection: Connection, options?: AbortOptions): Promise<unknown> }
 }
+
+/** How long an identify made again may take (libp2p's own default). */
+const IDENTIFY_TIMEOUT_MS = 5000
 
 /**
  * Gossipsub's handler for a newly connected peer: it queues the opening of the outbound stream
@@ -70,6 +81,8 @@ function internalsOf (pubsub: GossipSub): GossipsubInternals | undefined {
 export interface GossipRepairStats {
   /** outbound streams opened again */
   reopened: number
+  /** connections identified again because gossipsub had not heard of their peer */
+  reidentified: number
 }
 
 /**
@@ -86,7 +99,13 @@ class DefaultGossipRepair implements GossipRepair, Startable {
   private timer?: ReturnType<typeof setInterval>
   /** peers found without an outbound stream at the last check */
   private missing = new Set<string>()
+  /** open connections whose peer gossipsub did not know at the last check */
+  private unheard = new Set<Connection>()
+  /** connections already identified again: once each */
+  private readonly identifiedAgain = new WeakSet<Connection>()
   private reopened = 0
+  private reidentified = 0
+  private readonly identify?: GossipRepairComponents['identify']
 
   constructor (private readonly components: GossipRepairComponents, init: GossipRepairInit = {}) {
     this.log = components.logger.forComponent('molt:overlay:gossip-repair')
@@ -95,6 +114,11 @@ class DefaultGossipRepair implements GossipRepair, Startable {
       throw new InvalidOptionError(`gossipRepair: intervalMs must be a positive number (got ${String(intervalMs)})`)
     }
     this.intervalMs = intervalMs
+    try {
+      this.identify = components.identify
+    } catch {
+      // libp2p's components throw on a service that is not configured
+    }
   }
 
   start (): void {
@@ -111,10 +135,11 @@ class DefaultGossipRepair implements GossipRepair, Startable {
     clearInterval(this.timer)
     this.timer = undefined
     this.missing.clear()
+    this.unheard.clear()
   }
 
   stats (): GossipRepairStats {
-    return { reopened: this.reopened }
+    return { reopened: this.reopened, reidentified: this.reidentified }
   }
 
   private check (gossipsub: GossipsubInternals): void {
@@ -136,6 +161,29 @@ class DefaultGossipRepair implements GossipRepair, Startable {
       gossipsub.onPeerConnected(peer, connection)
     }
     this.missing = missing
+    this.identifyUnheard(gossipsub)
+  }
+
+  /** Identifies again a connection whose peer gossipsub has not heard of at two checks in a row. */
+  private identifyUnheard (gossipsub: GossipsubInternals): void {
+    const identify = this.identify
+    if (identify == null) return
+    const unheard = new Set<Connection>()
+    for (const connection of this.components.connectionManager.getConnections()) {
+      if (connection.status !== 'open' || connection.limits != null || this.identifiedAgain.has(connection)) continue
+      if (gossipsub.peers.has(connection.remotePeer.toString())) continue
+      if (!this.unheard.has(connection)) {
+        unheard.add(connection)
+        continue
+      }
+      this.identifiedAgain.add(connection)
+      this.reidentified++
+      this.log('gossipsub has not heard of %p for %d ms: identifying its connection again', connection.remotePeer, this.intervalMs)
+      identify.identify(connection, { signal: AbortSignal.timeout(IDENTIFY_TIMEOUT_MS) }).catch((err: unknown) => {
+        this.log('identifying %p again failed - %e', connection.remotePeer, err)
+      })
+    }
+    this.unheard = unheard
   }
 }
 

@@ -1,7 +1,8 @@
 /**
  * gossipRepair on real gossipsub nodes: a node whose gossipsub lost its outbound stream to a
  * connected peer (gossipsub never opens it again by itself) gets it back, and the peer learns the
- * subscriptions made meanwhile.
+ * subscriptions made meanwhile; a connection whose identify failed at both ends (gossipsub never
+ * hears of the peer) is identified again.
  */
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
@@ -45,6 +46,35 @@ describe('gossip repair', () => {
     a.services.pubsub.subscribe('after')
     await eventually(() => b.services.pubsub.getSubscribers('after').some(p => p.equals(a.peerId)), 'b sees a subscribed to "after"', 10_000)
     expect(a.services.gossipRepair.stats().reopened).toBe(1)
+  })
+
+  it('identifies again a connection whose identify failed at both ends: gossipsub then hears of the peer', async () => {
+    const a = await node(200)
+    const b = await node(200)
+    nodes.push(a, b)
+    // the identify that libp2p runs on the new connection fails at both ends (as a timed-out one
+    // on a loaded node does); later ones are the service's own
+    for (const n of [a, b]) {
+      const service = n.services.identify
+      const real = service.identify.bind(service)
+      let first = true
+      service.identify = async (connection, options) => {
+        if (first) {
+          first = false
+          throw new Error('identify failed (the test)')
+        }
+        return await real(connection, options)
+      }
+    }
+    a.services.pubsub.subscribe('topic')
+    b.services.pubsub.subscribe('topic')
+    await a.dial(b.getMultiaddrs())
+
+    // without the repair neither gossipsub ever hears of the other: no stream, no subscription
+    await eventually(() => a.services.pubsub.getSubscribers('topic').some(p => p.equals(b.peerId)) &&
+      b.services.pubsub.getSubscribers('topic').some(p => p.equals(a.peerId)), 'each sees the other subscribed', 10_000)
+    expect(a.services.gossipRepair.stats().reidentified + b.services.gossipRepair.stats().reidentified).toBeGreaterThan(0)
+    expect(a.getConnections(b.peerId)).toHaveLength(1)
   })
 
   it('rejects a bad interval with a typed error', async () => {

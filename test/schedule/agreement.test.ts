@@ -160,12 +160,13 @@ async function startFleet (nodes: MoltNode[]): Promise<Fleet> {
   await eventually(() => {
     const missing = pairs.filter(([a, b]) => !sees(a, b, announce) || !sees(b, a, announce))
     if (missing.length === 0) return true
-    // which side lacks the other's subscription, and which of gossipsub's streams exist: what a
-    // repair would need to know (gossipRepair covers only a missing outbound stream)
+    // which side lacks the other's subscription, whether its gossipsub heard of the peer and which
+    // of its streams exist: what a repair would need to know
     const streams = (x: number, y: number): string => {
-      const g = nodes[x]!.libp2p.services.pubsub as unknown as { streamsOutbound: Map<string, unknown>, streamsInbound: Map<string, unknown> }
+      const g = nodes[x]!.libp2p.services.pubsub as unknown as { peers: Map<string, unknown>, streamsOutbound: Map<string, unknown>, streamsInbound: Map<string, unknown> }
       const id = nodes[y]!.libp2p.peerId.toString()
-      return `${g.streamsOutbound.has(id) ? 'out' : '-'}/${g.streamsInbound.has(id) ? 'in' : '-'}`
+      const repair = nodes[x]!.libp2p.services.gossipRepair.stats()
+      return `${g.peers.has(id) ? 'known' : 'unheard of'} ${g.streamsOutbound.has(id) ? 'out' : '-'}/${g.streamsInbound.has(id) ? 'in' : '-'} (repair: ${repair.reopened} reopened, ${repair.reidentified} reidentified)`
     }
     const detail = ([a, b]: [number, number]): string => `${a}-${b} (${sees(a, b, announce) ? '' : `${a} lacks ${b}'s; `}${sees(b, a, announce) ? '' : `${b} lacks ${a}'s; `}${a}: ${streams(a, b)}, ${b}: ${streams(b, a)}; ${nodes[a]!.libp2p.getConnections(nodes[b]!.peerId).length} conn)`
     throw new Error(`${missing.length} of ${pairs.length} links lack the topic: ${missing.slice(0, 8).map(detail).join(', ')}`)
