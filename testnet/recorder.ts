@@ -187,9 +187,9 @@ export function percentile (sorted: readonly number[], p: number): number {
   return sorted[rank] as number
 }
 
-/** Latencies (ms) of the successful ops that started in [from, to). */
-export function latencies (ops: readonly OpSample[], from: number, to: number): number[] {
-  return ops.filter(o => o.outcome === 'ok' && o.start >= from && o.start < to).map(o => o.end - o.start).sort((a, b) => a - b)
+/** Latencies (ms) of the successful ops (of one kind, if given) that started in [from, to), sorted. */
+export function latencies (ops: readonly OpSample[], from: number, to: number, kind?: OpSample['kind']): number[] {
+  return ops.filter(o => o.outcome === 'ok' && o.start >= from && o.start < to && (kind == null || o.kind === kind)).map(o => o.end - o.start).sort((a, b) => a - b)
 }
 
 /** One bucket of the client time series. */

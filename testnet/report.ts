@@ -13,7 +13,7 @@ import { join } from 'node:path'
 import { versionLabel } from './chord.ts'
 import { UPGRADING_PHASES, WAITING_PHASES } from './recorder.ts'
 import { esc, lineChart, timelineChart, type Band, type Marker, type Series, type TimelineRow } from './svg.ts'
-import type { BenchLine, Summary } from './summary.ts'
+import type { BenchLine, Summary, Window } from './summary.ts'
 
 const VERSION_COLORS = ['#8a8a8a', '#2a9d3c', '#4a6fd1', '#b0309a']
 const STATE_COLORS: Record<string, string> = {
@@ -181,6 +181,14 @@ function num (v: number | null | undefined): string {
   return v == null || Number.isNaN(v) ? '–' : String(v)
 }
 
+const sep = (text: string): string => text !== '' ? `; ${text}` : ''
+
+/** p50 / p99 per kind of op, e.g. `put 5/31 get 3/20 delete 5/30 ms` (empty when no op succeeded). */
+function kinds (w: Window): string {
+  const parts = Object.entries(w.byKind).map(([kind, l]) => `${kind} ${num(l.p50)}/${num(l.p99)}`)
+  return parts.length > 0 ? `${parts.join(' ')} ms` : ''
+}
+
 /** The bench figures, each cell tagged with its JSON key. */
 function benchTable (bench: BenchLine): string {
   const rows = Object.entries(bench).map(([k, v]) => `<tr><th>${esc(k)}</th><td data-key="${esc(k)}">${esc(typeof v === 'string' ? v : num(v))}</td></tr>`)
@@ -203,7 +211,7 @@ export function reportHtml (s: Summary, svgs: { versions: string, clients: strin
   const verdict = c.passed ? '<p class="pass">PASS: every check holds</p>' : `<p class="fail">FAIL: ${c.failures.map(esc).join('; ')}</p>`
   const members = s.members.map(m => `<tr><td>${esc(m.name)}</td><td>${m.role}</td><td>${esc(m.chord ?? '–')}</td><td>${m.alive ? 'up' : 'down'}</td><td>${num(m.manifestMs)}</td><td>${num(m.upgradedMs)}</td><td>${m.killed}</td><td>${num(m.peakRssMb)}</td><td class="id">${esc(m.peerId ?? '')}</td></tr>`).join('')
   const failures = Object.entries(s.ops.failuresByName).map(([k, v]) => `${k} ${v}`).join(', ') || 'none'
-  const win = (w: Summary['ops']['steady']): string => `${w.ops} ops, p50 ${num(w.p50)} ms, p99 ${num(w.p99)} ms`
+  const win = (w: Window): string => `${w.ops} ops, p50 ${num(w.p50)} ms, p99 ${num(w.p99)} ms${sep(kinds(w))}`
   return `<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -310,9 +318,9 @@ export function summaryTable (s: Summary): string[] {
     ...(s.run.mode === 'control' ? [] : [['all members upgraded', s.rollout.membersUpgradedMs != null ? `${s.rollout.membersUpgradedMs} ms` : '–'] as [string, string]]),
     ['ops', `${b.ops} (ok ${s.ops.ok}, failed ${s.ops.failed}, refused ${s.ops.refused}, untyped ${s.ops.untyped}, retried ${s.ops.retried})`],
     ['ok ratio', `${(b.ok_ratio * 100).toFixed(3)} %`],
-    ['latency steady', `p50 ${num(b.p50_steady_ms)} ms, p99 ${num(b.p99_steady_ms)} ms`],
-    ['latency rollout', `p50 ${num(b.p50_rollout_ms)} ms, p99 ${num(b.p99_rollout_ms)} ms`],
-    ['latency after', `p50 ${num(b.p50_after_ms)} ms, p99 ${num(b.p99_after_ms)} ms`],
+    ['latency steady', `p50 ${num(b.p50_steady_ms)} ms, p99 ${num(b.p99_steady_ms)} ms${sep(kinds(s.ops.steady))}`],
+    ['latency rollout', `p50 ${num(b.p50_rollout_ms)} ms, p99 ${num(b.p99_rollout_ms)} ms${sep(kinds(s.ops.rollout))}`],
+    ['latency after', `p50 ${num(b.p50_after_ms)} ms, p99 ${num(b.p99_after_ms)} ms${sep(kinds(s.ops.after))}`],
     ['lost writes', `${b.lost_writes} (${s.checks.checkedKeys} keys checked, ${s.checks.ackedPuts} puts and ${s.checks.ackedDeletes} deletes acknowledged)`],
     ['nodes at target', `${s.checks.nodesAtTarget}/${s.run.nodes}, clients ${s.checks.clientsAtTarget}/${s.run.clients}`],
     ['peak RSS per node', `p50 ${num(s.memory.rssMbP50)} MB, max ${num(s.memory.rssMbMax)} MB`],

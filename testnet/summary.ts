@@ -10,7 +10,7 @@ import { bucketOps, latencies, opTotal, percentile, type FleetSample, type OpBuc
 import type { TestnetOptions } from './args.ts'
 import type { TestnetSetup } from './setup.ts'
 import type { LostWrite, WriteCheck } from './verify.ts'
-import type { WorkloadRecord } from './ipc.ts'
+import type { OpSample, WorkloadRecord } from './ipc.ts'
 
 /** The bench line: `npm run testnet -- --json` prints it last on stdout. */
 export interface BenchLine {
@@ -40,13 +40,20 @@ export interface BenchLine {
   mode: 'rollout' | 'control'
 }
 
-/** Latency figures of a window. */
-export interface Window {
-  from: number
-  to: number
+/** Latency figures of some ops. */
+export interface Latency {
+  /** successful ops */
   ops: number
   p50: number | null
   p99: number | null
+}
+
+/** Latency figures of a window, in all and per kind of op. */
+export interface Window extends Latency {
+  from: number
+  to: number
+  /** the same per kind: a v2 put also writes its replicas, a get does not */
+  byKind: Partial<Record<OpSample['kind'], Latency>>
 }
 
 /** One member in the summary. */
@@ -155,10 +162,18 @@ export interface Summary {
 const round = (n: number, digits = 1): number => Math.round(n * 10 ** digits) / 10 ** digits
 const orNull = (n: number): number | null => Number.isFinite(n) ? round(n, 2) : null
 
+function latency (sorted: number[]): Latency {
+  return { ops: sorted.length, p50: orNull(percentile(sorted, 50)), p99: orNull(percentile(sorted, 99)) }
+}
+
 function window (rec: Recorder, from: number | undefined, to: number | undefined): Window {
-  if (from == null || to == null || to <= from) return { from: from ?? 0, to: to ?? 0, ops: 0, p50: null, p99: null }
-  const l = latencies(rec.opLog, from, to)
-  return { from, to, ops: l.length, p50: orNull(percentile(l, 50)), p99: orNull(percentile(l, 99)) }
+  if (from == null || to == null || to <= from) return { from: from ?? 0, to: to ?? 0, ops: 0, p50: null, p99: null, byKind: {} }
+  const byKind: Window['byKind'] = {}
+  for (const kind of ['put', 'get', 'delete'] as const) {
+    const l = latencies(rec.opLog, from, to, kind)
+    if (l.length > 0) byKind[kind] = latency(l)
+  }
+  return { from, to, ...latency(latencies(rec.opLog, from, to)), byKind }
 }
 
 /** Acknowledged writes to shared keys made on each side of the partition while it held. */

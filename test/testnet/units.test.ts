@@ -182,7 +182,7 @@ describe('the report', () => {
     bench: { bench: 'testnet', nodes: 2, propagation_ms: 120, all_upgraded_ms: 3400, ops: 90, ok_ratio: 0.98889, lost_writes: 0, p50_steady_ms: 2.5, p50_rollout_ms: 3, p99_steady_ms: 9, p99_rollout_ms: 20, p50_after_ms: 4, p99_after_ms: 15, rss_mb_p50: 120.5, mode: 'rollout' },
     run: { mode: 'rollout', inProcess: false, nodes: 2, clients: 1, schedule: 'eager', params: { note: '<&>' }, from: 'v1', to: 'v2', targetSystemVersion: 1, faults: { kill: 1, partition: true }, seed: 1, startedAt: new Date(0).toISOString(), durationMs: 20_000, dataDir: '/tmp/x' },
     checks: { passed: false, failures: ['ok ratio 98.889 % is below 99.9 % <&>'], lostWrites: 0, unreadableKeys: 0, checkedKeys: 5, ackedPuts: 40, ackedDeletes: 3, newerUnacked: 0, nodesAtTarget: 2, clientsAtTarget: 1, untypedFailures: 0, okRatio: 0.98889, minOkRatio: 0.999 },
-    ops: { total: 90, ok: 89, failed: 1, refused: 0, untyped: 0, byKind: {}, failuresByName: { UnavailableError: 1 }, retried: 3, steady: { from: 0, to: 1, ops: 10, p50: 2.5, p99: 9 }, rollout: { from: 1, to: 2, ops: 20, p50: 3, p99: 20 }, after: { from: 2, to: 3, ops: 5, p50: null, p99: null } },
+    ops: { total: 90, ok: 89, failed: 1, refused: 0, untyped: 0, byKind: {}, failuresByName: { UnavailableError: 1 }, retried: 3, steady: { from: 0, to: 1, ops: 10, p50: 2.5, p99: 9, byKind: { put: { ops: 6, p50: 3.5, p99: 9 }, get: { ops: 4, p50: 1.5, p99: 2 } } }, rollout: { from: 1, to: 2, ops: 20, p50: 3, p99: 20, byKind: { put: { ops: 20, p50: 3, p99: 20 } } }, after: { from: 2, to: 3, ops: 5, p50: null, p99: null, byKind: {} } },
     rollout: { publishes: [{ version: 1, atMs: 5000, through: 'n01', cid: 'bafy' }], propagationMs: 120, nodesUpgradedMs: 3400, membersUpgradedMs: 4000, rolledBack: 0, postponed: 0, scheduleErrors: 0, halts: 0, kills: [{ name: 'n00', atMs: 6000, restartedMs: 8000 }], restarts: [], partition: { atMs: 6000, healMs: 9000, sides: { a: ['n00'], b: ['n01'] }, sharedWrites: { a: 3, b: 4 }, keysWrittenOnBothSides: 2 } },
     memory: { rssMbP50: 120.5, rssMbMax: 130, clientRssMbMax: 110, launcherPeakRssMb: 200 },
     members: [
@@ -213,5 +213,8 @@ describe('the report', () => {
       expect(html).toContain(`data-key="${key}">${String(value)}</td>`)
     }
     expect(doc.text).toContain('a note with <markup> & "quotes"')
+    // the windows' latencies per kind of op, as the JSON has them
+    expect(doc.text).toContain('10 ops, p50 2.5 ms, p99 9 ms; put 3.5/9 get 1.5/2 ms')
+    expect(html).toContain('>5 ops, p50 – ms, p99 – ms</td>')
   })
 })
