@@ -68,6 +68,8 @@ export interface MemberStatus {
   /** resident set size now and its peak (VmHWM), MB */
   rssMb: number
   peakRssMb: number
+  /** CPU time the process has used since it started (every thread, app workers included), ms; 0 in-process */
+  cpuMs: number
 }
 
 /** A lifecycle event of a member. */

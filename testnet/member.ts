@@ -52,6 +52,7 @@ export function memoryMb (): { rssMb: number, peakRssMb: number } {
 export function statusOf (node: MoltNode, measureMemory: boolean): MemberStatus {
   const s = node.status()
   const memory = measureMemory ? memoryMb() : { rssMb: 0, peakRssMb: 0 }
+  const cpu = measureMemory ? process.cpuUsage() : undefined
   return {
     at: Date.now(),
     head: s.version,
@@ -64,7 +65,8 @@ export function statusOf (node: MoltNode, measureMemory: boolean): MemberStatus 
     paused: s.control.paused.length > 0,
     aborted: s.control.aborted.length > 0,
     bad: s.app?.bad ?? [],
-    ...memory
+    ...memory,
+    cpuMs: cpu != null ? (cpu.user + cpu.system) / 1000 : 0
   }
 }
 

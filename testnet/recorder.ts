@@ -23,6 +23,8 @@ export interface MemberTrack {
   peakRssMb: number
   /** its RSS over time: [ms since the epoch, MB] */
   rss: Array<[number, number]>
+  /** its process's CPU time over time: [ms since the epoch, CPU ms since the process started] */
+  cpu: Array<[number, number]>
   /** killed / restarted / exited, for the timeline */
   lifecycle: Array<{ at: number, what: 'killed' | 'restarted' | 'exited' | 'started' | 'stopped', detail?: string }>
   alive: boolean
@@ -105,7 +107,7 @@ export class Recorder implements FleetListener {
   track (name: string, role: Role): MemberTrack {
     let t = this.members.get(name)
     if (t == null) {
-      t = { name, role, events: [], manifestAt: new Map(), reachedAt: new Map(), peakRssMb: 0, rss: [], lifecycle: [], alive: false }
+      t = { name, role, events: [], manifestAt: new Map(), reachedAt: new Map(), peakRssMb: 0, rss: [], cpu: [], lifecycle: [], alive: false }
       this.members.set(name, t)
     }
     return t
@@ -122,6 +124,7 @@ export class Recorder implements FleetListener {
     t.alive = member.alive
     t.peakRssMb = Math.max(t.peakRssMb, status.peakRssMb)
     if (status.rssMb > 0) t.rss.push([status.at, Math.round(status.rssMb * 10) / 10])
+    if (status.cpuMs > 0) t.cpu.push([status.at, status.cpuMs])
     if (!t.manifestAt.has(status.head)) t.manifestAt.set(status.head, status.at)
     if (!t.reachedAt.has(status.version)) t.reachedAt.set(status.version, status.at)
   }
@@ -190,6 +193,29 @@ export function percentile (sorted: readonly number[], p: number): number {
 /** Latencies (ms) of the successful ops (of one kind, if given) that started in [from, to), sorted. */
 export function latencies (ops: readonly OpSample[], from: number, to: number, kind?: OpSample['kind']): number[] {
   return ops.filter(o => o.outcome === 'ok' && o.start >= from && o.start < to && (kind == null || o.kind === kind)).map(o => o.end - o.start).sort((a, b) => a - b)
+}
+
+/**
+ * CPU cores a set of processes kept busy in [from, to), from their cumulative CPU samples: each
+ * interval between two samples counts where it falls, prorated at the window's edges. A counter
+ * that went back is a new process (a kill and restart): its first sample counts from zero and is
+ * left out, since when that process started is not known. NaN when no interval overlaps.
+ */
+export function cpuCores (series: ReadonlyArray<ReadonlyArray<readonly [number, number]>>, from: number, to: number): number {
+  let busy = 0
+  let covered = false
+  for (const samples of series) {
+    for (let i = 1; i < samples.length; i++) {
+      const [t0, c0] = samples[i - 1] as readonly [number, number]
+      const [t1, c1] = samples[i] as readonly [number, number]
+      if (c1 < c0 || t1 <= t0) continue
+      const overlap = Math.min(t1, to) - Math.max(t0, from)
+      if (overlap <= 0) continue
+      busy += (c1 - c0) * overlap / (t1 - t0)
+      covered = true
+    }
+  }
+  return covered && to > from ? busy / (to - from) : Number.NaN
 }
 
 /** One bucket of the client time series. */

@@ -181,6 +181,13 @@ function num (v: number | null | undefined): string {
   return v == null || Number.isNaN(v) ? '–' : String(v)
 }
 
+/** The member processes' CPU per window, in cores of the machine's. */
+function cpuText (s: Summary): string {
+  const { nodes: n, clients: c } = s.cpu
+  if (n.steady == null && n.rollout == null && n.after == null) return '– (in-process)'
+  return `nodes steady ${num(n.steady)}, rollout ${num(n.rollout)}, after ${num(n.after)}; clients ${num(c.steady)}, ${num(c.rollout)}, ${num(c.after)} cores busy (of ${s.cpu.machineCores})`
+}
+
 const sep = (text: string): string => text !== '' ? `; ${text}` : ''
 
 /** p50 / p99 per kind of op, e.g. `put 5/31 get 3/20 delete 5/30 ms` (empty when no op succeeded). */
@@ -269,7 +276,8 @@ ${kvTable('rollout', [
     ['partition', s.rollout.partition != null
       ? `${(s.rollout.partition.atMs / 1000).toFixed(1)} s → healed ${num(s.rollout.partition.healMs != null ? s.rollout.partition.healMs / 1000 : null)} s; shared-key writes acknowledged while cut: ${s.rollout.partition.sharedWrites.a} | ${s.rollout.partition.sharedWrites.b}, ${s.rollout.partition.keysWrittenOnBothSides} key(s) written on both sides`
       : '–'],
-    ['peak RSS per node process p50 / max (MB)', `${num(s.memory.rssMbP50)} / ${num(s.memory.rssMbMax)}`]
+    ['peak RSS per node process p50 / max (MB)', `${num(s.memory.rssMbP50)} / ${num(s.memory.rssMbMax)}`],
+    ['CPU of the member processes', cpuText(s)]
   ])}</div>
 </div>
 <h2>Plots</h2>
@@ -324,6 +332,7 @@ export function summaryTable (s: Summary): string[] {
     ['lost writes', `${b.lost_writes} (${s.checks.checkedKeys} keys checked, ${s.checks.ackedPuts} puts and ${s.checks.ackedDeletes} deletes acknowledged)`],
     ['nodes at target', `${s.checks.nodesAtTarget}/${s.run.nodes}, clients ${s.checks.clientsAtTarget}/${s.run.clients}`],
     ['peak RSS per node', `p50 ${num(s.memory.rssMbP50)} MB, max ${num(s.memory.rssMbMax)} MB`],
+    ['CPU', cpuText(s)],
     ['rolled back / halts', `${s.rollout.rolledBack} / ${s.rollout.halts}`],
     ['result', s.checks.passed ? 'PASS' : `FAIL: ${s.checks.failures.join('; ')}`]
   ]

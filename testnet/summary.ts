@@ -4,9 +4,10 @@
  *
  * @packageDocumentation
  */
+import { availableParallelism } from 'node:os'
 import { memoryMb } from './member.ts'
 import { chordVersion, versionLabel } from './chord.ts'
-import { bucketOps, latencies, opTotal, percentile, type FleetSample, type OpBucket, type Recorder } from './recorder.ts'
+import { bucketOps, cpuCores, latencies, opTotal, percentile, type FleetSample, type OpBucket, type Recorder } from './recorder.ts'
 import type { TestnetOptions } from './args.ts'
 import type { TestnetSetup } from './setup.ts'
 import type { LostWrite, WriteCheck } from './verify.ts'
@@ -54,6 +55,13 @@ export interface Window extends Latency {
   to: number
   /** the same per kind: a v2 put also writes its replicas, a get does not */
   byKind: Partial<Record<OpSample['kind'], Latency>>
+}
+
+/** CPU cores busy in each window. */
+export interface CpuWindows {
+  steady: number | null
+  rollout: number | null
+  after: number | null
 }
 
 /** One member in the summary. */
@@ -146,6 +154,13 @@ export interface Summary {
     } | null
   }
   memory: { rssMbP50: number | null, rssMbMax: number | null, clientRssMbMax: number | null, launcherPeakRssMb: number }
+  /**
+   * CPU cores the chord node processes (their app workers included) and the client processes
+   * kept busy in all, per window; null in-process, where every member shares the launcher's
+   * process. What the upgrade costs the machine, beside what the new version costs once it runs,
+   * and how close to `machineCores` the run was.
+   */
+  cpu: { nodes: CpuWindows, clients: CpuWindows, machineCores: number }
   members: MemberSummary[]
   /** for the plots: fleet samples and op buckets, times in ms after the run's start */
   series: {
@@ -234,6 +249,10 @@ export function summarise (input: { options: TestnetOptions, rec: Recorder, chec
   const nodePeaks = nodes.map(t => t.peakRssMb).filter(x => x > 0).sort((a, b) => a - b)
   const clientPeaks = clients.map(t => t.peakRssMb).filter(x => x > 0)
   const launcher = memoryMb().peakRssMb
+  const cores = (of: typeof tracks): CpuWindows => {
+    const busy = (from: number | undefined, to: number | undefined): number | null => from == null || to == null ? null : orNull(cpuCores(of.map(t => t.cpu), from, to))
+    return { steady: busy(m.steadyStart, publish), rollout: busy(publish, rolloutEnd), after: busy(rolloutEnd, m.workloadStop) }
+  }
   // a failed read-back is counted as unreadable, not as lost
   const lost = check.lost.filter(l => !('error' in l.got))
   const lostWrites = lost.length
@@ -362,6 +381,11 @@ export function summarise (input: { options: TestnetOptions, rec: Recorder, chec
       rssMbMax: nodePeaks.length > 0 ? round(Math.max(...nodePeaks), 1) : null,
       clientRssMbMax: clientPeaks.length > 0 ? round(Math.max(...clientPeaks), 1) : null,
       launcherPeakRssMb: round(launcher, 1)
+    },
+    cpu: {
+      nodes: cores(nodes),
+      clients: cores(clients),
+      machineCores: availableParallelism()
     },
     members,
     series: {
