@@ -5,6 +5,7 @@
  *
  * @packageDocumentation
  */
+import { readFileSync } from 'node:fs'
 import type { FleetListener, MemberHandle } from './fleet.ts'
 import type { MemberEvent, MemberStatus, OpSample, Role } from './ipc.ts'
 
@@ -92,6 +93,8 @@ export class Recorder implements FleetListener {
   /** every client op, in the order they arrived */
   readonly opLog: OpSample[] = []
   readonly samples: FleetSample[] = []
+  /** the machine's busy CPU time (every process, the launcher's own included), with each sample: [ms since the epoch, ms] */
+  readonly machineCpu: Array<[number, number]> = []
   readonly marks: Marks = { start: Date.now(), kills: [], restarts: [], publishes: [] }
   /** the target system version (for progress) */
   target = 1
@@ -179,7 +182,25 @@ export class Recorder implements FleetListener {
       if (isHalted(t.status)) s.halted++
     }
     this.samples.push(s)
+    const busy = machineBusyMs()
+    if (busy != null) this.machineCpu.push([s.at, busy])
     return s
+  }
+}
+
+/**
+ * CPU time the whole machine has spent busy since boot, ms, from `/proc/stat` (Linux; undefined
+ * elsewhere): user, nice, system, irq, softirq and steal, in clock ticks of 10 ms.
+ */
+export function machineBusyMs (): number | undefined {
+  try {
+    const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0] ?? ''
+    const f = line.trim().split(/\s+/).slice(1).map(Number)
+    if (line.startsWith('cpu ') === false || f.length < 8 || f.some(x => !Number.isFinite(x))) return undefined
+    const [user, nice, system, , , irq, softirq, steal] = f as [number, number, number, number, number, number, number, number]
+    return (user + nice + system + irq + softirq + steal) * 10
+  } catch {
+    return undefined
   }
 }
 

@@ -183,9 +183,10 @@ function num (v: number | null | undefined): string {
 
 /** The member processes' CPU per window, in cores of the machine's. */
 function cpuText (s: Summary): string {
-  const { nodes: n, clients: c } = s.cpu
-  if (n.steady == null && n.rollout == null && n.after == null) return '– (in-process)'
-  return `nodes steady ${num(n.steady)}, rollout ${num(n.rollout)}, after ${num(n.after)}; clients ${num(c.steady)}, ${num(c.rollout)}, ${num(c.after)} cores busy (of ${s.cpu.machineCores})`
+  const { nodes: n, clients: c, machine: m } = s.cpu
+  const machine = `machine ${num(m.steady)}, ${num(m.rollout)}, ${num(m.after)} cores busy (of ${s.cpu.machineCores})`
+  if (n.steady == null && n.rollout == null && n.after == null) return `${machine}; members in-process`
+  return `nodes steady ${num(n.steady)}, rollout ${num(n.rollout)}, after ${num(n.after)}; clients ${num(c.steady)}, ${num(c.rollout)}, ${num(c.after)}; ${machine}`
 }
 
 const sep = (text: string): string => text !== '' ? `; ${text}` : ''

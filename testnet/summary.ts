@@ -157,10 +157,11 @@ export interface Summary {
   /**
    * CPU cores the chord node processes (their app workers included) and the client processes
    * kept busy in all, per window; null in-process, where every member shares the launcher's
-   * process. What the upgrade costs the machine, beside what the new version costs once it runs,
+   * process. `machine`: the whole machine's busy cores (the launcher, everything else running;
+   * null off Linux). What the upgrade costs the machine, beside what the new version costs once it runs,
    * and how close to `machineCores` the run was.
    */
-  cpu: { nodes: CpuWindows, clients: CpuWindows, machineCores: number }
+  cpu: { nodes: CpuWindows, clients: CpuWindows, machine: CpuWindows, machineCores: number }
   members: MemberSummary[]
   /** for the plots: fleet samples and op buckets, times in ms after the run's start */
   series: {
@@ -249,8 +250,8 @@ export function summarise (input: { options: TestnetOptions, rec: Recorder, chec
   const nodePeaks = nodes.map(t => t.peakRssMb).filter(x => x > 0).sort((a, b) => a - b)
   const clientPeaks = clients.map(t => t.peakRssMb).filter(x => x > 0)
   const launcher = memoryMb().peakRssMb
-  const cores = (of: typeof tracks): CpuWindows => {
-    const busy = (from: number | undefined, to: number | undefined): number | null => from == null || to == null ? null : orNull(cpuCores(of.map(t => t.cpu), from, to))
+  const cores = (series: Array<Array<[number, number]>>): CpuWindows => {
+    const busy = (from: number | undefined, to: number | undefined): number | null => from == null || to == null ? null : orNull(cpuCores(series, from, to))
     return { steady: busy(m.steadyStart, publish), rollout: busy(publish, rolloutEnd), after: busy(rolloutEnd, m.workloadStop) }
   }
   // a failed read-back is counted as unreadable, not as lost
@@ -383,8 +384,9 @@ export function summarise (input: { options: TestnetOptions, rec: Recorder, chec
       launcherPeakRssMb: round(launcher, 1)
     },
     cpu: {
-      nodes: cores(nodes),
-      clients: cores(clients),
+      nodes: cores(nodes.map(t => t.cpu)),
+      clients: cores(clients.map(t => t.cpu)),
+      machine: cores([rec.machineCpu]),
       machineCores: availableParallelism()
     },
     members,

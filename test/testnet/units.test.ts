@@ -198,7 +198,7 @@ describe('the report', () => {
     ops: { total: 90, ok: 89, failed: 1, refused: 0, untyped: 0, byKind: {}, failuresByName: { UnavailableError: 1 }, retried: 3, steady: { from: 0, to: 1, ops: 10, p50: 2.5, p99: 9, byKind: { put: { ops: 6, p50: 3.5, p99: 9 }, get: { ops: 4, p50: 1.5, p99: 2 } } }, rollout: { from: 1, to: 2, ops: 20, p50: 3, p99: 20, byKind: { put: { ops: 20, p50: 3, p99: 20 } } }, after: { from: 2, to: 3, ops: 5, p50: null, p99: null, byKind: {} } },
     rollout: { publishes: [{ version: 1, atMs: 5000, through: 'n01', cid: 'bafy' }], propagationMs: 120, nodesUpgradedMs: 3400, membersUpgradedMs: 4000, rolledBack: 0, postponed: 0, scheduleErrors: 0, halts: 0, kills: [{ name: 'n00', atMs: 6000, restartedMs: 8000 }], restarts: [], partition: { atMs: 6000, healMs: 9000, sides: { a: ['n00'], b: ['n01'] }, sharedWrites: { a: 3, b: 4 }, keysWrittenOnBothSides: 2 } },
     memory: { rssMbP50: 120.5, rssMbMax: 130, clientRssMbMax: 110, launcherPeakRssMb: 200 },
-    cpu: { nodes: { steady: 0.81, rollout: 1.52, after: null }, clients: { steady: 0.2, rollout: 0.25, after: null }, machineCores: 2 },
+    cpu: { nodes: { steady: 0.81, rollout: 1.52, after: null }, clients: { steady: 0.2, rollout: 0.25, after: null }, machine: { steady: 1.1, rollout: 1.9, after: null }, machineCores: 2 },
     members: [
       { name: 'n00', role: 'node', peerId: 'P0', dataDir: null, version: 1, chord: 'v2', alive: true, manifestMs: 50, upgradedMs: 3000, peakRssMb: 120, rss: [[100, 100]], killed: 1, timeline: [{ at: 100, what: 'started' }, { at: 5100, what: 'manifest@1' }, { at: 5200, what: 'accepted@1' }, { at: 6000, what: 'killed' }, { at: 8000, what: 'restarted' }, { at: 8200, what: 'quiescing@1' }, { at: 8400, what: 'admitted@1' }] },
       { name: 'c0', role: 'client', peerId: 'P1', dataDir: null, version: 1, chord: 'v2', alive: true, manifestMs: 60, upgradedMs: 4000, peakRssMb: 110, rss: [], killed: 0, timeline: [{ at: 100, what: 'started' }, { at: 9000, what: 'quiescing@1' }, { at: 9100, what: 'completed@1' }] }
@@ -230,6 +230,6 @@ describe('the report', () => {
     // the windows' latencies per kind of op, as the JSON has them
     expect(doc.text).toContain('10 ops, p50 2.5 ms, p99 9 ms; put 3.5/9 get 1.5/2 ms')
     expect(html).toContain('>5 ops, p50 – ms, p99 – ms</td>')
-    expect(doc.text).toContain('nodes steady 0.81, rollout 1.52, after –; clients 0.2, 0.25, – cores busy (of 2)')
+    expect(doc.text).toContain('nodes steady 0.81, rollout 1.52, after –; clients 0.2, 0.25, –; machine 1.1, 1.9, – cores busy (of 2)')
   })
 })
