@@ -448,11 +448,14 @@ const WORKER_URL = new URL(HERE.endsWith('.ts') ? './worker.ts' : './worker.js',
 
 let execArgv: string[] | undefined
 /**
- * The `execArgv` a worker whose module is at `url` needs: under tsx or vitest the worker is
- * TypeScript and needs tsx's loader; built, it needs nothing.
+ * The `execArgv` a worker whose module is at `url` needs: built, nothing; under tsx or vitest the
+ * worker is TypeScript, which a Node.js that strips types (≥ 22.18) loads by itself, with no
+ * flags (tsx's loader costs each worker a loader thread and about a third more CPU to start,
+ * and upgrades start several workers per node); an older one needs tsx's loader.
  */
 export function workerExecArgv (url: URL = WORKER_URL): string[] | undefined {
   if (!url.pathname.endsWith('.ts')) return undefined
+  if (process.features.typescript != null && process.features.typescript !== false) return []
   if (execArgv == null) {
     const has = process.execArgv.some(a => a.includes('tsx'))
     execArgv = has ? [...process.execArgv] : [...process.execArgv, '--import', pathToFileURL(createRequire(HERE).resolve('tsx')).href]
