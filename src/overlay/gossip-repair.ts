@@ -8,15 +8,21 @@
  * subscriptions and gets no gossip from it. Seen on this project's 100-node test network under
  * load: a link stayed without the announce topic for the whole two-minute wait.
  *
- * Gossipsub also never hears of a connected peer whose identify failed (timed out on a loaded
- * node): libp2p tells a protocol's topology of a peer only once identify has listed the peer's
- * protocols. When it failed at both ends the connection carries no gossipsub stream either way,
- * for as long as it lasts (seen on the same test network: two links of 264). Such a connection
- * is identified again, once: libp2p then tells gossipsub, if the peer speaks it.
+ * Gossipsub can also forget a peer that is still connected, for as long as the connection lasts.
+ * libp2p's registrar tells it of a disconnect only after an awaited peer-store read: when a
+ * connection closes and a new one to the same peer opens meanwhile (on a loaded node), the late
+ * disconnect removes the peer gossipsub had just added over the new connection, and closes its
+ * streams; the registrar's topology filter then no longer holds the peer either way, and nothing
+ * tells gossipsub again. And it never hears of a connected peer whose identify failed: libp2p
+ * tells a protocol's topology of a peer only once identify has listed the peer's protocols. A
+ * connection whose peer gossipsub does not know is handed to gossipsub's own connect handler when
+ * the peer store says the peer speaks gossipsub, and identified again, once, when it does not
+ * know; a peer handed back this way is removed from gossipsub by the repair when its last
+ * connection closes (the registrar, which did not hand it over, would not).
  *
  * @packageDocumentation
  */
-import type { AbortOptions, ComponentLogger, Connection, Logger, PeerId, Startable } from '@libp2p/interface'
+import type { AbortOptions, ComponentLogger, Connection, Libp2pEvents, Logger, PeerId, Peer, Startable, TypedEventTarget } from '@libp2p/interface'
 import { InvalidOptionError } from './errors.ts'
 import type { GossipSub } from '@libp2p/gossipsub'
 
@@ -41,6 +47,10 @@ export interface GossipRepairComponents {
   pubsub: GossipSub
   connectionManager: { getConnections(peer?: PeerId): Connection[] }
   logger: ComponentLogger
+  /** what libp2p knows of the peer: whether it speaks gossipsub */
+  peerStore: { get(peer: PeerId, options?: AbortOptions): Promise<Peer> }
+  /** libp2p's events: a peer handed back to gossipsub is removed from it on `peer:disconnect` */
+  events: TypedEventTarget<Libp2pEvents>
   /** libp2p's identify service (`@libp2p/identify`); without it a failed identify is not repaired */
   identify?: { identify(connection: Connection, options?: AbortOptions): Promise<unknown> }
 }
@@ -62,14 +72,17 @@ type PeerConnectedHandler = (peer: PeerId, connection: Connection) => void
 interface GossipsubInternals {
   peers: Map<string, PeerId>
   streamsOutbound: Map<string, unknown>
+  protocols: string[]
   onPeerConnected: PeerConnectedHandler
+  onPeerDisconnected(peer: PeerId): void
   /** the connects still waiting for their stream, opened one at a time */
   outboundInflightQueue?: { readableLength?: number }
 }
 
 function internalsOf (pubsub: GossipSub): GossipsubInternals | undefined {
   const g = pubsub as unknown as Partial<Record<keyof GossipsubInternals, unknown>>
-  if (g.peers instanceof Map && g.streamsOutbound instanceof Map && typeof g.onPeerConnected === 'function') {
+  if (g.peers instanceof Map && g.streamsOutbound instanceof Map && Array.isArray(g.protocols) &&
+    typeof g.onPeerConnected === 'function' && typeof g.onPeerDisconnected === 'function') {
     return g as GossipsubInternals
   }
   return undefined
@@ -81,6 +94,8 @@ function internalsOf (pubsub: GossipSub): GossipsubInternals | undefined {
 export interface GossipRepairStats {
   /** outbound streams opened again */
   reopened: number
+  /** connections whose peer gossipsub did not know, handed to its connect handler */
+  readded: number
   /** connections identified again because gossipsub had not heard of their peer */
   reidentified: number
 }
@@ -103,9 +118,19 @@ class DefaultGossipRepair implements GossipRepair, Startable {
   private unheard = new Set<Connection>()
   /** connections already identified again: once each */
   private readonly identifiedAgain = new WeakSet<Connection>()
+  /** connections whose peer store read is under way */
+  private readonly reading = new WeakSet<Connection>()
+  /** peers handed back to gossipsub by the repair, which it removes again on their disconnect */
+  private readonly readdedPeers = new Map<string, PeerId>()
   private reopened = 0
+  private readded = 0
   private reidentified = 0
   private readonly identify?: GossipRepairComponents['identify']
+  private gossipsub?: GossipsubInternals
+  private readonly onDisconnect = (e: CustomEvent<PeerId>): void => {
+    const id = e.detail.toString()
+    if (this.readdedPeers.delete(id)) this.gossipsub?.onPeerDisconnected(e.detail)
+  }
 
   constructor (private readonly components: GossipRepairComponents, init: GossipRepairInit = {}) {
     this.log = components.logger.forComponent('molt:overlay:gossip-repair')
@@ -124,9 +149,11 @@ class DefaultGossipRepair implements GossipRepair, Startable {
   start (): void {
     const gossipsub = internalsOf(this.components.pubsub)
     if (gossipsub == null) {
-      this.log.error('this gossipsub does not expose its peers, outbound streams and connect handler: its lost streams are not repaired')
+      this.log.error('this gossipsub does not expose its peers, outbound streams, protocols and connect handlers: its lost streams are not repaired')
       return
     }
+    this.gossipsub = gossipsub
+    this.components.events.addEventListener('peer:disconnect', this.onDisconnect)
     this.timer = setInterval(() => { this.check(gossipsub) }, this.intervalMs)
     this.timer.unref?.()
   }
@@ -134,12 +161,15 @@ class DefaultGossipRepair implements GossipRepair, Startable {
   stop (): void {
     clearInterval(this.timer)
     this.timer = undefined
+    this.components.events.removeEventListener('peer:disconnect', this.onDisconnect)
+    this.gossipsub = undefined
     this.missing.clear()
     this.unheard.clear()
+    this.readdedPeers.clear()
   }
 
   stats (): GossipRepairStats {
-    return { reopened: this.reopened, reidentified: this.reidentified }
+    return { reopened: this.reopened, readded: this.readded, reidentified: this.reidentified }
   }
 
   private check (gossipsub: GossipsubInternals): void {
@@ -161,29 +191,46 @@ class DefaultGossipRepair implements GossipRepair, Startable {
       gossipsub.onPeerConnected(peer, connection)
     }
     this.missing = missing
-    this.identifyUnheard(gossipsub)
+    this.repairUnheard(gossipsub)
   }
 
-  /** Identifies again a connection whose peer gossipsub has not heard of at two checks in a row. */
-  private identifyUnheard (gossipsub: GossipsubInternals): void {
-    const identify = this.identify
-    if (identify == null) return
+  /**
+   * Hands back to gossipsub a connection whose peer it has not known at two checks in a row (once
+   * the peer store says the peer speaks gossipsub), or identifies it again, once, when the peer
+   * store does not know.
+   */
+  private repairUnheard (gossipsub: GossipsubInternals): void {
     const unheard = new Set<Connection>()
     for (const connection of this.components.connectionManager.getConnections()) {
-      if (connection.status !== 'open' || connection.limits != null || this.identifiedAgain.has(connection)) continue
+      if (connection.status !== 'open' || connection.limits != null) continue
       if (gossipsub.peers.has(connection.remotePeer.toString())) continue
-      if (!this.unheard.has(connection)) {
-        unheard.add(connection)
-        continue
-      }
-      this.identifiedAgain.add(connection)
-      this.reidentified++
-      this.log('gossipsub has not heard of %p for %d ms: identifying its connection again', connection.remotePeer, this.intervalMs)
-      identify.identify(connection, { signal: AbortSignal.timeout(IDENTIFY_TIMEOUT_MS) }).catch((err: unknown) => {
-        this.log('identifying %p again failed - %e', connection.remotePeer, err)
-      })
+      unheard.add(connection)
+      if (!this.unheard.has(connection) || this.reading.has(connection)) continue
+      this.reading.add(connection)
+      void this.readd(gossipsub, connection).finally(() => { this.reading.delete(connection) })
     }
     this.unheard = unheard
+  }
+
+  private async readd (gossipsub: GossipsubInternals, connection: Connection): Promise<void> {
+    const peer = connection.remotePeer
+    const known = await this.components.peerStore.get(peer, { signal: AbortSignal.timeout(IDENTIFY_TIMEOUT_MS) }).catch(() => undefined)
+    if (this.gossipsub !== gossipsub || connection.status !== 'open' || gossipsub.peers.has(peer.toString())) return
+    if (known?.protocols.some(p => gossipsub.protocols.includes(p)) === true) {
+      this.log('gossipsub does not know %p, connected and speaking gossipsub, for %d ms: handing it back', peer, this.intervalMs)
+      this.readded++
+      this.readdedPeers.set(peer.toString(), peer)
+      gossipsub.onPeerConnected(peer, connection)
+      return
+    }
+    const identify = this.identify
+    if (identify == null || this.identifiedAgain.has(connection)) return
+    this.identifiedAgain.add(connection)
+    this.reidentified++
+    this.log('gossipsub has not heard of %p for %d ms: identifying its connection again', peer, this.intervalMs)
+    await identify.identify(connection, { signal: AbortSignal.timeout(IDENTIFY_TIMEOUT_MS) }).catch((err: unknown) => {
+      this.log('identifying %p again failed - %e', peer, err)
+    })
   }
 }
 

@@ -8,6 +8,7 @@ import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { memory } from '@libp2p/memory'
 import { createLibp2p } from 'libp2p'
+import type { PeerId } from '@libp2p/interface'
 import { describe, it, expect, afterEach } from 'vitest'
 import { gossipRepair, InvalidOptionError, moltServices, type MoltLibp2p } from '../../src/overlay/index.ts'
 import { eventually, memoryAddress } from '../helpers.ts'
@@ -22,6 +23,17 @@ async function node (repairMs: number): Promise<MoltLibp2p> {
   })
 }
 
+/**
+ * Records the end of each identify `x` runs (libp2p tells gossipsub of the peer in the same event),
+ * and whether gossipsub's queue of streams to open has drained since.
+ */
+function identifies (x: MoltLibp2p): (y: MoltLibp2p) => boolean {
+  const done = new Set<string>()
+  x.addEventListener('peer:identify', (e) => { done.add(e.detail.peerId.toString()) })
+  const queue = (x.services.pubsub as unknown as { outboundInflightQueue: { readableLength: number } }).outboundInflightQueue
+  return (y) => done.has(y.peerId.toString()) && queue.readableLength === 0
+}
+
 describe('gossip repair', () => {
   const nodes: MoltLibp2p[] = []
   afterEach(async () => {
@@ -32,9 +44,14 @@ describe('gossip repair', () => {
     const a = await node(200)
     const b = await node(200)
     nodes.push(a, b)
+    const aIdentified = identifies(a)
+    const bIdentified = identifies(b)
     await a.dial(b.getMultiaddrs())
     a.services.pubsub.subscribe('before')
     await eventually(() => b.services.pubsub.getSubscribers('before').some(p => p.equals(a.peerId)), 'b sees a subscribed to "before"')
+    // a's own identify of b may still be under way (a learnt of b from b's inbound stream); when
+    // it ends libp2p tells gossipsub, which would open the lost stream itself, not the repair
+    await eventually(() => aIdentified(b) && bIdentified(a), 'each side has identified the other')
 
     // a's stream to b is reset (as a timed-out negotiation on b does); a and b stay connected
     const internals = a.services.pubsub as unknown as { streamsOutbound: Map<string, { rawStream: { abort(err: Error): void } }> }
@@ -75,6 +92,39 @@ describe('gossip repair', () => {
       b.services.pubsub.getSubscribers('topic').some(p => p.equals(a.peerId)), 'each sees the other subscribed', 10_000)
     expect(a.services.gossipRepair.stats().reidentified + b.services.gossipRepair.stats().reidentified).toBeGreaterThan(0)
     expect(a.getConnections(b.peerId)).toHaveLength(1)
+  })
+
+  it('hands back a peer gossipsub forgot while connected (a late disconnect), and removes it when the connection ends', async () => {
+    const a = await node(200)
+    const b = await node(200)
+    nodes.push(a, b)
+    const aIdentified = identifies(a)
+    const bIdentified = identifies(b)
+    a.services.pubsub.subscribe('before')
+    b.services.pubsub.subscribe('before')
+    await a.dial(b.getMultiaddrs())
+    await eventually(() => aIdentified(b) && bIdentified(a) && a.services.pubsub.getSubscribers('before').some(p => p.equals(b.peerId)) &&
+      b.services.pubsub.getSubscribers('before').some(p => p.equals(a.peerId)), 'each sees the other subscribed to "before"')
+
+    // what the registrar's late disconnect of an earlier connection does: gossipsub removes b and
+    // closes its streams while the connection stays; the registrar's filter still holds b, so no
+    // identify would tell gossipsub again
+    const internals = a.services.pubsub as unknown as { peers: Map<string, unknown>, onPeerDisconnected(peer: PeerId): void }
+    internals.onPeerDisconnected(b.peerId)
+    expect(internals.peers.has(b.peerId.toString())).toBe(false)
+    expect(a.getConnections(b.peerId).length).toBeGreaterThan(0)
+
+    // subscriptions made now cross only once a's gossipsub knows b again
+    a.services.pubsub.subscribe('after')
+    b.services.pubsub.subscribe('after')
+    await eventually(() => a.services.pubsub.getSubscribers('after').some(p => p.equals(b.peerId)) &&
+      b.services.pubsub.getSubscribers('after').some(p => p.equals(a.peerId)), 'each sees the other subscribed to "after"', 10_000)
+    expect(a.services.gossipRepair.stats().readded).toBe(1)
+    expect(a.services.gossipRepair.stats().reidentified).toBe(0)
+
+    // the connection ends: b leaves a's gossipsub
+    await a.hangUp(b.peerId)
+    await eventually(() => !internals.peers.has(b.peerId.toString()), 'a\'s gossipsub removed b')
   })
 
   it('rejects a bad interval with a typed error', async () => {
