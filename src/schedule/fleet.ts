@@ -564,15 +564,14 @@ class NetworkView implements NetworkFleetView {
     for (const [peer, entry] of this.entriesByPeer) {
       if (entry.expires <= now) this.expire(peer)
     }
-    // counted peers outside this node's topics are pulled once per period
+    // counted peers outside this node's topics, and those not heard yet, are pulled once per
+    // period: nothing else refreshes their entries before they expire (replicas included: a
+    // replica tagged with another group than this node's is counted all the same)
     const mine = this.record.tags.group
-    for (const peer of new Set([...this.servers, ...this.roster, ...this.called.keys()])) {
+    for (const peer of new Set([...this.replicas, ...this.servers, ...this.roster, ...this.called.keys()])) {
       const known = this.entriesByPeer.get(peer)
       if (known?.status.tags.group != null && (known.status.tags.group === mine || this.watch.includes(known.status.tags.group))) continue
       this.pull(peer).catch(err => { log.trace('pull of %s failed - %e', peer, err) })
-    }
-    for (const peer of this.replicas) {
-      if (!this.entriesByPeer.has(peer)) this.pull(peer).catch(err => { log.trace('pull of replica %s failed - %e', peer, err) })
     }
   }
 
