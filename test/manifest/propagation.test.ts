@@ -6,6 +6,7 @@
 import * as cbor from '@ipld/dag-cbor'
 import { MemoryDatastore } from 'datastore-core'
 import { generateKeyPair } from '@libp2p/crypto/keys'
+import type { PeerId } from '@libp2p/interface'
 import { describe, it, expect, afterEach } from 'vitest'
 import {
   announceTopic, createControl, createManifestPropagation, encodeSignedControl, signControl, type SignedControl, encodeAnnounce, encodeHead, encodeSignedManifest, genesisManifest,
@@ -23,8 +24,14 @@ interface Honest {
   head: () => number
 }
 
-async function honest (genesis: GenesisConfig): Promise<Honest> {
-  const libp2p = await createOverlay({ system: genesis.system, profile: 'local', listen: [memoryAddress()] })
+async function honest (genesis: GenesisConfig, refuse?: PeerId): Promise<Honest> {
+  const deny = async (peer: PeerId): Promise<boolean> => refuse?.equals(peer) === true
+  const libp2p = await createOverlay({
+    system: genesis.system,
+    profile: 'local',
+    listen: [memoryAddress()],
+    ...(refuse != null ? { connectionGater: { denyDialPeer: deny, denyInboundEncryptedConnection: deny } } : {})
+  })
   const chain = await openManifestChain({ datastore: new MemoryDatastore(), genesis: await genesisManifest(genesis) })
   const controls = await openControlLog({ datastore: new MemoryDatastore(), system: genesis.system })
   const propagation = createManifestPropagation({ libp2p, chain, controls }, { system: genesis.system })
@@ -40,14 +47,18 @@ describe('announce-topic validator and catch-up', () => {
     await Promise.allSettled(stops.splice(0).map(async s => { await s() }))
   })
 
-  /** attacker — B — C in a line, all subscribed to the topic with meshes formed. */
+  /**
+   * attacker — B — C in a line, all subscribed to the topic with meshes formed. C refuses the
+   * attacker: its DHT could otherwise find C through B and connect to it, and then its floods
+   * would reach C directly, not through B.
+   */
   async function line () {
     const keys = await makeKeys()
     const genesis = await makeGenesis(keys)
     const attacker = await createOverlay({ system: genesis.system, profile: 'local', listen: [memoryAddress()] })
     stops.push(async () => { await attacker.stop() })
     const b = await honest(genesis)
-    const c = await honest(genesis)
+    const c = await honest(genesis, attacker.peerId)
     stops.push(async () => { await b.propagation.stop(); await b.libp2p.stop() })
     stops.push(async () => { await c.propagation.stop(); await c.libp2p.stop() })
     const topic = announceTopic(genesis.system)

@@ -61,6 +61,9 @@ async function startFleet (nodes: MoltNode[], groupCount: number, size: number):
     const node = await startNode(genesis, {
       privateKey: privateKeys[i],
       pack: [archive, cache],
+      // every node packs every bundle, so none fetches one: announcing them in the DHT would only
+      // add a walk per node and bundle, once connected, to the load the test runs under
+      bundles: { provide: false },
       app: {
         class: 'archive',
         manager: { retryMs: 100 },

@@ -79,6 +79,9 @@ async function startFleet (nodes: MoltNode[], classes: string[], random: () => n
   const started = await Promise.all(role.map(async (r, i) => await startNode(genesis, {
     privateKey: privateKeys[i],
     pack: [archive, cache],
+    // every node packs every bundle, so none fetches one: announcing them in the DHT would only
+    // add a walk per node and bundle, once connected, to the load the test runs under
+    bundles: { provide: false },
     app: {
       class: r.class,
       manager: { retryMs: 100 },
