@@ -134,7 +134,8 @@ export type {
   GcOptions,
   GcResult,
   PackOptions,
-  PackResult
+  PackResult,
+  WaitForHolderOptions
 } from './bundle/index.ts'
 export {
   createUpgradeLayer,

@@ -12,10 +12,10 @@ import { logger } from '@libp2p/logger'
 import { lpStream } from '@libp2p/utils'
 import { TypedEventEmitter } from 'main-event'
 import { CID } from 'multiformats/cid'
-import { protocolId, validateSystemName, InvalidOptionError, type MoltLibp2p } from '../overlay/index.ts'
+import { connectedPeers, protocolId, sendRequest, validateSystemName, InvalidOptionError, type MoltLibp2p } from '../overlay/index.ts'
 import { BundleNotFoundError, BundleServiceStoppedError, BundleTooLargeError, InvalidBundleError } from './errors.ts'
 import { CHUNK_SIZE, decodeFileNode, decodeRoot, encodeFile, encodeRoot, validatePath, type Block, type BundleRoot, type FileEntry, type FileNode } from './format.ts'
-import { decodeRequest, encodeReply, MAX_REFERRAL_ADDR_BYTES, MAX_REFERRAL_ADDRS, MAX_REFERRALS, MAX_REQUEST_BYTES, type BlockReply, type Referral } from './protocol.ts'
+import { decodeReply, decodeRequest, encodeReply, encodeRequest, MAX_REFERRAL_ADDR_BYTES, MAX_REFERRAL_ADDRS, MAX_REFERRALS, MAX_REFERRALS_BYTES, MAX_REQUEST_BYTES, type BlockReply, type Referral } from './protocol.ts'
 import { BundleStore, type BundleRecord } from './store.ts'
 import { keyOf, Swarm, type Want } from './swarm.ts'
 import type { Counter, PeerId, Stream, Connection } from '@libp2p/interface'
@@ -23,7 +23,7 @@ import type { Datastore } from 'interface-datastore'
 
 export * from './errors.ts'
 export { BUNDLE_FORMAT, CHUNK_SIZE, validatePath, decodeRoot, type BundleRoot, type FileEntry, type FileNode, type ChunkEntry } from './format.ts'
-export { encodeRequest, decodeReply, encodeReply, decodeRequest, type BlockReply } from './protocol.ts'
+export { encodeRequest, decodeReply, encodeReply, decodeRequest, type BlockReply, type BlockRequest } from './protocol.ts'
 export type { BundleRecord } from './store.ts'
 
 const log = logger('molt:bundle')
@@ -32,6 +32,9 @@ const log = logger('molt:bundle')
 const MAX_REPLY_BYTES = 4 * 1_048_576
 /** checks for peers to re-provide to while a record reached none (see `reprovideMs`) */
 const REPROVIDE_CHECKS = 7
+
+/** Bound on a reply to a `holds` question (no blocks: a busy flag, referrals, one CID). */
+const HOLDS_REPLY_BYTES = 1024 + MAX_REFERRALS_BYTES
 
 /**
  * Every regular file under `dir`, by `/`-separated relative path: what `pack` packs. Symlinks and
@@ -254,6 +257,26 @@ export interface FetchOptions {
 }
 
 /**
+ * Options of {@link BundleService.waitForHolder}.
+ */
+export interface WaitForHolderOptions {
+  /** aborts the wait */
+  signal?: AbortSignal
+  /**
+   * Time between two rounds of asking.
+   *
+   * @default 500
+   */
+  intervalMs?: number
+  /**
+   * Most connected peers asked per round (the next round asks the next ones).
+   *
+   * @default 16
+   */
+  peersPerRound?: number
+}
+
+/**
  * What a fetch reports.
  */
 export interface FetchResult {
@@ -370,6 +393,13 @@ export interface BundleService {
 
   /** whether the bundle is completely held */
   has(cid: CID): Promise<boolean>
+  /**
+   * Resolves with a connected peer that reports holding the whole bundle, asking connected peers
+   * over the block exchange (`holds`) every `intervalMs` until one does: how a node that is the
+   * bundle's only holder (a short-lived publisher) learns it may leave. Rejects with the signal's
+   * reason on abort.
+   */
+  waitForHolder(cid: CID, options?: WaitForHolderOptions): Promise<PeerId>
   /** the bundle's decoded root; `BundleNotFoundError` unless held */
   root(cid: CID): Promise<BundleRoot>
   /** the bundle's files by path; `BundleNotFoundError` unless completely held */
@@ -509,15 +539,20 @@ class DefaultBundleService implements BundleService {
     this.serving++
     try {
       const lp = lpStream(stream, { maxDataLength: MAX_REQUEST_BYTES })
-      const want = decodeRequest((await lp.read({ signal })).subarray())
+      const { want, holds } = decodeRequest((await lp.read({ signal })).subarray())
       const reply: BlockReply = { blocks: [] }
       const asker = connection.remotePeer
+      const held: CID[] = []
+      for (const cid of holds) {
+        if (await this.has(cid)) held.push(cid)
+      }
+      if (held.length > 0) reply.held = held
+      let bytes = 0
       if (busy) {
         reply.busy = true
         const peers = await this.referrals(want, asker)
         if (peers.length > 0) reply.peers = peers
       } else {
-        let bytes = 0
         for (const cid of want) {
           const data = await this.store.getBlock(cid)
           if (data != null && bytes + data.byteLength <= MAX_REPLY_BYTES) {
@@ -525,13 +560,14 @@ class DefaultBundleService implements BundleService {
             bytes += data.byteLength
           }
         }
-        this.counters.servedBytes += bytes
-        this.counters.servedBlocks += reply.blocks.length
-        this.metrics.served?.increment(bytes)
         for (const block of reply.blocks) this.noteServed(keyOf(block.cid), asker)
       }
       await lp.write(encodeReply(reply), { signal })
       await stream.close({ signal })
+      // counted once the reply is out: an asker that gave up was not served
+      this.counters.servedBytes += bytes
+      this.counters.servedBlocks += reply.blocks.length
+      this.metrics.served?.increment(bytes)
     } catch (err) {
       log('serving %p failed - %e', connection.remotePeer, err)
       stream.abort(err as Error)
@@ -891,6 +927,39 @@ class DefaultBundleService implements BundleService {
   }
 
   // --- reading -------------------------------------------------------------------------------
+
+  async waitForHolder (cid: CID, options: WaitForHolderOptions = {}): Promise<PeerId> {
+    this.assertRunning()
+    const intervalMs = positive(options.intervalMs, 500, 'intervalMs')
+    const perRound = positive(options.peersPerRound, 16, 'peersPerRound')
+    const signal = options.signal == null ? this.shutdown.signal : AbortSignal.any([options.signal, this.shutdown.signal])
+    const request = encodeRequest([], [cid])
+    let offset = 0
+    while (true) {
+      signal.throwIfAborted()
+      const peers = connectedPeers(this.libp2p)
+      const asked = peers.length <= perRound ? peers : Array.from({ length: perRound }, (_, i) => peers[(offset + i) % peers.length] as PeerId)
+      offset += asked.length
+      const answers = await Promise.all(asked.map(async peer => {
+        try {
+          const bytes = await sendRequest(this.libp2p, peer, this.protocol, request, {
+            signal: AbortSignal.any([signal, AbortSignal.timeout(this.options.requestTimeoutMs)]),
+            maxResponseBytes: HOLDS_REPLY_BYTES
+          })
+          return decodeReply(bytes).held?.some(c => c.equals(cid)) === true ? peer : undefined
+        } catch (err) {
+          // a peer without the protocol, a slow or a malformed one: not a holder this round
+          log.trace('asking %p whether it holds %c failed - %e', peer, cid, err)
+          return undefined
+        }
+      }))
+      const holder = answers.find(p => p != null)
+      if (holder != null) {
+        return holder
+      }
+      await sleep(intervalMs, signal)
+    }
+  }
 
   async has (cid: CID): Promise<boolean> {
     return (await this.store.getRecord(cid))?.state === 'complete'

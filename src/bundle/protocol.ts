@@ -2,12 +2,15 @@
  * The block-exchange protocol, `/molt/<system>/bundle/1.0.0`: one request, one reply per stream
  * (over the overlay's `handleRequests` / `sendRequest`).
  *
- * - request (dag-cbor): `{ want: CID[] }`, at most {@link MAX_WANT} CIDs
- * - reply (dag-cbor): `{ blocks: [{ cid, data }], busy?, peers? }`: the wanted blocks the peer
- *   holds (any subset, so partial holders answer with what they have); `busy` when the peer is
- *   already serving as many requests as it allows, so the asker tries someone else; `peers`, when
- *   it is busy: up to {@link MAX_REFERRALS} peers it recently served the wanted blocks to,
- *   `{ id: peer id multihash, addrs: multiaddr bytes[] }`, holders the asker tries instead
+ * - request (dag-cbor): `{ want: CID[], holds?: CID[] }`, at most {@link MAX_WANT} CIDs each
+ * - reply (dag-cbor): `{ blocks: [{ cid, data }], busy?, peers?, held? }`: the wanted blocks the
+ *   peer holds (any subset, so partial holders answer with what they have); `busy` when the peer
+ *   is already serving as many requests as it allows, so the asker tries someone else; `peers`,
+ *   when it is busy: up to {@link MAX_REFERRALS} peers it recently served the wanted blocks to,
+ *   `{ id: peer id multihash, addrs: multiaddr bytes[] }`, holders the asker tries instead;
+ *   `held`: the bundles named in `holds` the peer holds completely (answered even when busy: it
+ *   costs a record lookup each). A peer that predates `holds` ignores it and sends no `held`,
+ *   which reads as "holds none".
  */
 import * as dagCbor from '@ipld/dag-cbor'
 import { peerIdFromMultihash } from '@libp2p/peer-id'
@@ -44,6 +47,14 @@ export interface Referral {
   addrs: Multiaddr[]
 }
 
+/** A decoded request. */
+export interface BlockRequest {
+  /** blocks asked for */
+  want: CID[]
+  /** bundle roots the asker wants to know whether the peer holds completely */
+  holds: CID[]
+}
+
 /** A decoded reply. */
 export interface BlockReply {
   /** the blocks the peer sent */
@@ -52,32 +63,47 @@ export interface BlockReply {
   busy?: boolean
   /** likely holders to ask instead */
   peers?: Referral[]
+  /** the bundles asked about in `holds` that the peer holds completely */
+  held?: CID[]
 }
 
-/** Encodes a request for these blocks. */
-export function encodeRequest (want: CID[]): Uint8Array {
-  return dagCbor.encode({ want })
+/** Encodes a request for these blocks and, optionally, whether these bundles are held. */
+export function encodeRequest (want: CID[], holds: CID[] = []): Uint8Array {
+  return dagCbor.encode(holds.length > 0 ? { want, holds } : { want })
 }
 
-/** Decodes a request; throws `InvalidBundleError` when malformed. */
-export function decodeRequest (bytes: Uint8Array): CID[] {
-  const value = dagCbor.decode<{ want?: unknown }>(bytes)
-  if (value == null || !Array.isArray(value.want) || value.want.length > MAX_WANT) {
-    throw new InvalidBundleError('malformed block request')
+function cidList (value: unknown, what: string): CID[] {
+  if (!Array.isArray(value) || value.length > MAX_WANT) {
+    throw new InvalidBundleError(`malformed block ${what}`)
   }
-  return value.want.map(c => {
+  return value.map(c => {
     const cid = CID.asCID(c)
     if (cid == null) {
-      throw new InvalidBundleError('malformed block request')
+      throw new InvalidBundleError(`malformed block ${what}`)
     }
     return cid
   })
+}
+
+/** Decodes a request; throws `InvalidBundleError` when malformed. */
+export function decodeRequest (bytes: Uint8Array): BlockRequest {
+  let value: { want?: unknown, holds?: unknown } | null
+  try {
+    value = dagCbor.decode(bytes)
+  } catch (err) {
+    throw new InvalidBundleError(`malformed block request: ${(err as Error).message}`)
+  }
+  if (value == null || typeof value !== 'object') {
+    throw new InvalidBundleError('malformed block request')
+  }
+  return { want: cidList(value.want, 'request'), holds: value.holds == null ? [] : cidList(value.holds, 'request: holds') }
 }
 
 /** Encodes a reply. */
 export function encodeReply (reply: BlockReply): Uint8Array {
   const wire: Record<string, unknown> = { blocks: reply.blocks }
   if (reply.busy === true) wire.busy = true
+  if (reply.held != null && reply.held.length > 0) wire.held = reply.held
   if (reply.peers != null && reply.peers.length > 0) {
     wire.peers = reply.peers.slice(0, MAX_REFERRALS).map(p => ({
       id: p.id.toMultihash().bytes,
@@ -101,7 +127,7 @@ function decodeReferral (value: unknown): Referral {
 
 /** Decodes a reply; throws `InvalidBundleError` when malformed. */
 export function decodeReply (bytes: Uint8Array): BlockReply {
-  let value: { blocks?: unknown, busy?: unknown, peers?: unknown }
+  let value: { blocks?: unknown, busy?: unknown, peers?: unknown, held?: unknown }
   try {
     value = dagCbor.decode(bytes)
   } catch (err) {
@@ -123,5 +149,9 @@ export function decodeReply (bytes: Uint8Array): BlockReply {
   const reply: BlockReply = { blocks }
   if (value.busy === true) reply.busy = true
   if (Array.isArray(value.peers) && value.peers.length > 0) reply.peers = value.peers.map(decodeReferral)
+  if (value.held != null) {
+    const held = cidList(value.held, 'reply: held')
+    if (held.length > 0) reply.held = held
+  }
   return reply
 }

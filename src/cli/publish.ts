@@ -211,12 +211,11 @@ async function viaPeers (args: ParsedArgs, plan: Plan, wait: number, timeoutMs: 
       onProgress: (n) => { accepted = n; progress(n) }
     })
     if (bundle != null) {
-      // the bundle exists nowhere else yet: stay until at least its size has been served
-      stage = `serving bundle ${bundle.cid.toString()} (${bundle.size} bytes)`
-      io.err(`molt: publish: ${stage} until peers hold it`)
-      while (node.bundles.stats().servedBytes < bundle.size) {
-        await sleep(100, signal)
-      }
+      // the bundle exists nowhere else yet: stay until a peer reports holding all of it
+      stage = `serving bundle ${bundle.cid.toString()} (${bundle.size} bytes) until a peer holds it`
+      io.err(`molt: publish: ${stage}`)
+      const holder = await node.bundles.waitForHolder(bundle.cid, { signal })
+      io.err(`molt: publish: ${holder.toString()} holds the bundle`)
     }
     if (lingerMs > 0) {
       io.err(`molt: publish: lingering ${lingerMs / 1000} s`)
@@ -257,8 +256,8 @@ Through which node:
   --peer MULTIADDR     dials these peers (with /p2p/<peer id>; repeatable),
                        catches up their chain, submits the manifest to them
                        directly as well as by gossip, and stays until the
-                       peers accepted it and (with --bundle) it has served
-                       the bundle's bytes
+                       peers accepted it and (with --bundle) a peer
+                       reports holding the whole bundle
   --profile P          network (default) or local (loopback testnets)
   --listen MULTIADDR   the short-lived node's listen address
 

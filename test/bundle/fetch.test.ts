@@ -50,7 +50,7 @@ describe('bundle fetch', () => {
     const liar = await overlay()
     peers.push(liar)
     await handleRequests(liar, PROTOCOL, async (request) => {
-      return encodeReply({ blocks: decodeRequest(request).map(cid => ({ cid, data: new Uint8Array(64).fill(7) })) })
+      return encodeReply({ blocks: decodeRequest(request).want.map(cid => ({ cid, data: new Uint8Array(64).fill(7) })) })
     })
 
     const fetcher = await make()
@@ -317,5 +317,45 @@ describe('bundle fetch', () => {
     const result = await fetching
     expect(Object.keys(result.fromPeers)).toEqual([holder.libp2p.peerId.toString()])
     expect(sameFiles(await fetcher.bundles.files(packed.cid), files)).toBe(true)
+  })
+
+  it('waitForHolder resolves only once a connected peer holds the whole bundle; partial holders, peers without the protocol and garbage replies do not count', async () => {
+    const publisher = await make({ provide: false })
+    const files = randomFiles(3, 600_000)
+    const packed = await publisher.bundles.packFiles(files)
+    // a peer that never registered the block exchange, and one that answers with garbage
+    const bare = await overlay()
+    peers.push(bare)
+    const garbage = await overlay()
+    peers.push(garbage)
+    let questions = 0
+    await handleRequests(garbage, PROTOCOL, async (request) => {
+      if (decodeRequest(request).holds.length > 0) questions++
+      return new Uint8Array([0xff, 0x00, 0x13])
+    })
+    // a fetcher stopped after the root and file nodes: a partial holder
+    const fetcher = await make({ provide: false })
+    for (const peer of [bare, garbage, fetcher]) await connect(publisher, peer)
+    const stopped = new AbortController()
+    fetcher.bundles.events.addEventListener('bundle:progress', () => { stopped.abort(new Error('stopped after the file nodes')) }, { once: true })
+    await expect(fetcher.bundles.fetch(packed.cid, { declaredSize: packed.size, signal: stopped.signal })).rejects.toThrow('stopped after the file nodes')
+    expect((await fetcher.bundles.list()).map(r => [r.cid.toString(), r.state])).toEqual([[packed.cid.toString(), 'partial']])
+
+    let holder: PeerId | undefined
+    const waiting = publisher.bundles.waitForHolder(packed.cid, { intervalMs: 50, signal: AbortSignal.timeout(60_000) })
+    void waiting.then(p => { holder = p }, () => {})
+    await eventually(() => questions >= 3, 'three rounds of questions')
+    expect(holder).toBeUndefined()
+
+    await fetcher.bundles.fetch(packed.cid, { declaredSize: packed.size, providers: [publisher.libp2p.peerId] })
+    expect((await waiting).equals(fetcher.libp2p.peerId)).toBe(true)
+  })
+
+  it('waitForHolder rejects with the signal\'s reason, and refuses a bad interval with InvalidOptionError', async () => {
+    const publisher = await make({ provide: false })
+    const packed = await publisher.bundles.packFiles(randomFiles(1, 1000))
+    // no peer at all: it waits until told to stop
+    await expect(publisher.bundles.waitForHolder(packed.cid, { intervalMs: 20, signal: AbortSignal.timeout(300) })).rejects.toMatchObject({ name: 'TimeoutError' })
+    await expect(publisher.bundles.waitForHolder(packed.cid, { intervalMs: -1 })).rejects.toMatchObject({ name: 'InvalidOptionError' })
   })
 })

@@ -3,7 +3,9 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { describe, it, expect } from 'vitest'
-import { decodeReply, encodeReply, MAX_REFERRALS } from '../../src/bundle/protocol.ts'
+import { CID } from 'multiformats/cid'
+import { sha256 } from 'multiformats/hashes/sha2'
+import { decodeReply, decodeRequest, encodeReply, encodeRequest, MAX_REFERRALS, MAX_WANT } from '../../src/bundle/protocol.ts'
 
 describe('block exchange wire', () => {
   it('round-trips a reply that refers the asker to other peers', async () => {
@@ -33,5 +35,32 @@ describe('block exchange wire', () => {
       expect(() => decodeReply(dagCbor.encode(value))).toThrow(expect.objectContaining({ name: 'InvalidBundleError' }))
     }
     expect(() => decodeReply(new Uint8Array([0xff, 0x00]))).toThrow(expect.objectContaining({ name: 'InvalidBundleError' }))
+  })
+
+  it('round-trips a holds question and its answer; a request or reply without them reads as none', async () => {
+    const a = CID.createV1(0x71, await sha256.digest(new Uint8Array([1])))
+    const b = CID.createV1(0x55, await sha256.digest(new Uint8Array([2])))
+    const request = decodeRequest(encodeRequest([b], [a]))
+    expect(request.want.map(String)).toEqual([b.toString()])
+    expect(request.holds.map(String)).toEqual([a.toString()])
+    // what a peer from before `holds` sends, and answers
+    expect(decodeRequest(dagCbor.encode({ want: [b] })).holds).toEqual([])
+    expect(decodeReply(encodeReply({ blocks: [], held: [a] })).held?.map(String)).toEqual([a.toString()])
+    expect(decodeReply(dagCbor.encode({ blocks: [] })).held).toBeUndefined()
+  })
+
+  it('refuses malformed requests and `held` lists with InvalidBundleError', async () => {
+    const a = CID.createV1(0x71, await sha256.digest(new Uint8Array([1])))
+    const badRequests: unknown[] = [
+      null, 7, { want: 'x' }, { want: [a], holds: 'x' }, { want: [], holds: ['not a cid'] },
+      { want: [], holds: Array.from({ length: MAX_WANT + 1 }, () => a) }
+    ]
+    for (const value of badRequests) {
+      expect(() => decodeRequest(dagCbor.encode(value))).toThrow(expect.objectContaining({ name: 'InvalidBundleError' }))
+    }
+    expect(() => decodeRequest(new Uint8Array([0xff, 0x00]))).toThrow(expect.objectContaining({ name: 'InvalidBundleError' }))
+    for (const held of ['x', [1], Array.from({ length: MAX_WANT + 1 }, () => a)]) {
+      expect(() => decodeReply(dagCbor.encode({ blocks: [], held }))).toThrow(expect.objectContaining({ name: 'InvalidBundleError' }))
+    }
   })
 })
