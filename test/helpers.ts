@@ -7,6 +7,13 @@ import { randomBytes } from 'node:crypto'
 
 let counter = 0
 
+/**
+ * Node flags for a child process started from a TypeScript entry point: none where Node strips
+ * types itself (≥ 22.18; the project's sources use only erasable syntax), tsx's loader before
+ * (a loader thread per process and per app worker it starts).
+ */
+export const TS_EXEC_ARGV: string[] = process.features.typescript != null && process.features.typescript !== false ? [] : ['--import', 'tsx']
+
 /** A memory-transport listen address unique to this process. */
 export function memoryAddress (): string {
   return `/memory/${randomBytes(4).toString('hex')}-${++counter}`

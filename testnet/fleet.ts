@@ -63,7 +63,13 @@ export abstract class MemberHandle {
   /** the current start: resolved by `ready`, rejected by `fatal`, an exit, the deadline or the signal */
   protected ready: PromiseWithResolvers<void> | undefined
 
-  constructor (readonly config: MemberConfig, protected readonly listener: FleetListener) {}
+  readonly config: MemberConfig
+  protected readonly listener: FleetListener
+
+  constructor (config: MemberConfig, listener: FleetListener) {
+    this.config = config
+    this.listener = listener
+  }
 
   get name (): string { return this.config.name }
   get role (): Role { return this.config.role }
@@ -266,8 +272,13 @@ export class ProcessMember extends MemberHandle {
   /** resolves when the current process exits */
   private exited: Promise<void> = Promise.resolve()
 
-  constructor (config: MemberConfig, listener: FleetListener, private readonly entry: MemberEntry, private readonly logFile: string) {
+  private readonly entry: MemberEntry
+  private readonly logFile: string
+
+  constructor (config: MemberConfig, listener: FleetListener, entry: MemberEntry, logFile: string) {
     super(config, listener)
+    this.entry = entry
+    this.logFile = logFile
   }
 
   get pid (): number | undefined { return this.child?.pid }
@@ -346,13 +357,18 @@ export class LocalMember extends MemberHandle {
   /** set when a start was given up on: the member it still makes is stopped once made */
   private abandoned = false
 
+  private readonly shared: MoltStore
+  private readonly entry?: MemberEntry
+
   /**
    * `entry`: the compiled member entry ({@link buildMemberEntry}); its `member.js` is loaded
    * instead of the sources, so that the members' app workers run compiled JavaScript too (under
    * tsx, each of a hundred workers would load tsx's loader).
    */
-  constructor (config: MemberConfig, listener: FleetListener, private readonly shared: MoltStore, private readonly entry?: MemberEntry) {
+  constructor (config: MemberConfig, listener: FleetListener, shared: MoltStore, entry?: MemberEntry) {
     super(config, listener)
+    this.shared = shared
+    this.entry = entry
   }
 
   get pid (): number | undefined { return undefined }

@@ -145,7 +145,12 @@ class Testnet {
   /** the nodes' last `info` answers, written to `<data>/ring.json` after a failure */
   private lastRing: { at: string, ring: RingState, infos: NodeInfo[] } | undefined
 
-  constructor (private readonly options: TestnetOptions, private readonly io: TestnetIO) {
+  private readonly options: TestnetOptions
+  private readonly io: TestnetIO
+
+  constructor (options: TestnetOptions, io: TestnetIO) {
+    this.options = options
+    this.io = io
     this.random = seeded(options.seed)
     const timeout = AbortSignal.timeout(options.timeoutMs)
     this.signal = io.signal != null ? AbortSignal.any([io.signal, timeout]) : timeout

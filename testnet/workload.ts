@@ -112,13 +112,18 @@ export class Workload {
   private seq = 0
   private writer: string | undefined
 
-  constructor (
-    private readonly client: string,
-    private readonly call: CallClient,
-    /** the system version the client's object runs now */
-    private readonly version: () => number,
-    private readonly onOps: (ops: OpSample[]) => void
-  ) {}
+  private readonly client: string
+  private readonly call: CallClient
+  /** the system version the client's object runs now */
+  private readonly version: () => number
+  private readonly onOps: (ops: OpSample[]) => void
+
+  constructor (client: string, call: CallClient, version: () => number, onOps: (ops: OpSample[]) => void) {
+    this.client = client
+    this.call = call
+    this.version = version
+    this.onOps = onOps
+  }
 
   /** Starts the lanes. */
   start (plan: WorkloadPlan): void {

@@ -38,7 +38,11 @@ function pinKey (cid: CID): Key {
 export class BundleStore {
   private seq = 0
 
-  constructor (readonly datastore: Datastore) {}
+  readonly datastore: Datastore
+
+  constructor (datastore: Datastore) {
+    this.datastore = datastore
+  }
 
   /** loads the highest arrival number */
   async open (): Promise<void> {

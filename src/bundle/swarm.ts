@@ -90,13 +90,22 @@ export class Swarm {
   /** when the connected peers were last listed */
   private refreshedAt = -Infinity
 
+  private readonly libp2p: MoltLibp2p
+  private readonly options: SwarmOptions
+  private readonly signal: AbortSignal
+  private readonly onReject: RejectHandler
+
   constructor (
-    private readonly libp2p: MoltLibp2p,
-    private readonly options: SwarmOptions,
+    libp2p: MoltLibp2p,
+    options: SwarmOptions,
     budget: number,
-    private readonly signal: AbortSignal,
-    private readonly onReject: RejectHandler
+    signal: AbortSignal,
+    onReject: RejectHandler
   ) {
+    this.libp2p = libp2p
+    this.options = options
+    this.signal = signal
+    this.onReject = onReject
     this.remaining = budget
   }
 

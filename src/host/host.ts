@@ -539,7 +539,10 @@ class ParkedWorker {
   gone = false
   private readonly onGone = (): void => { this.gone = true }
 
-  constructor (private readonly worker: Worker) {
+  private readonly worker: Worker
+
+  constructor (worker: Worker) {
+    this.worker = worker
     worker.on('error', this.onGone)
     worker.on('exit', this.onGone)
   }
@@ -585,15 +588,30 @@ class WorkerRun {
   private drained: PromiseWithResolvers<void> | undefined
   private startedResolvers = Promise.withResolvers<void>()
 
+  readonly worker: Worker
+  private readonly memoryMb: number
+  readonly stores: Map<string, StoreBinding>
+  private readonly components: HostComponents
+  private readonly klass: string
+  private readonly onEnd: (run: WorkerRun, error: Error) => void
+  private readonly onLog: (version: number, message: string, args: Value[]) => void
+
   constructor (
-    readonly worker: Worker,
-    private readonly memoryMb: number,
-    readonly stores: Map<string, StoreBinding>,
-    private readonly components: HostComponents,
-    private readonly klass: string,
-    private readonly onEnd: (run: WorkerRun, error: Error) => void,
-    private readonly onLog: (version: number, message: string, args: Value[]) => void
+    worker: Worker,
+    memoryMb: number,
+    stores: Map<string, StoreBinding>,
+    components: HostComponents,
+    klass: string,
+    onEnd: (run: WorkerRun, error: Error) => void,
+    onLog: (version: number, message: string, args: Value[]) => void
   ) {
+    this.worker = worker
+    this.memoryMb = memoryMb
+    this.stores = stores
+    this.components = components
+    this.klass = klass
+    this.onEnd = onEnd
+    this.onLog = onLog
     this.started = this.startedResolvers.promise
     this.started.catch(() => {})
     worker.on('message', this.onMessage)
@@ -846,7 +864,10 @@ class DefaultAppHost implements AppHost {
   /** the prepared worker (or the one preparing), by the URL of the bundle it imported */
   private standby: Standby | undefined
 
-  constructor (private readonly components: HostComponents, init: HostInit = {}) {
+  private readonly components: HostComponents
+
+  constructor (components: HostComponents, init: HostInit = {}) {
+    this.components = components
     if (components?.store == null || typeof components.store.namespace !== 'function') {
       throw new InvalidHostSpecError('components.store: must have namespace(name)')
     }

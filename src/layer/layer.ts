@@ -338,7 +338,10 @@ class Deadline {
   /** whether the timer (not the parent) aborted it */
   timedOut = false
 
-  constructor (readonly ms: number, parent?: AbortSignal) {
+  readonly ms: number
+
+  constructor (ms: number, parent?: AbortSignal) {
+    this.ms = ms
     this.parent = parent
     this.timer = setTimeout(fireDeadline, Math.min(Math.max(1, ms), MAX_TIMER_MS), this)
     if (parent != null) {

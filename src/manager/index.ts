@@ -267,7 +267,10 @@ class Manager implements UpgradeManager {
   private pendingReverse?: { resolve: () => void, reject: (err: Error) => void }
   private stagedHistory: HistoryEntry[] = []
 
-  constructor (private readonly components: UpgradeManagerComponents, init: UpgradeManagerInit) {
+  private readonly components: UpgradeManagerComponents
+
+  constructor (components: UpgradeManagerComponents, init: UpgradeManagerInit) {
+    this.components = components
     this.datastore = components.store.namespace('manager')
     this.crashAt = parseCrashPoint(init.crashAt ?? process.env.MOLT_CRASH_AT)
     this.minimumVersion = init.minimumVersion ?? 0

@@ -93,7 +93,12 @@ class Chain implements ManifestChain {
   halt: ForkProof | undefined
   private queue: Promise<unknown> = Promise.resolve()
 
-  constructor (private readonly datastore: Datastore, readonly genesis: SignedManifest) {
+  private readonly datastore: Datastore
+  readonly genesis: SignedManifest
+
+  constructor (datastore: Datastore, genesis: SignedManifest) {
+    this.datastore = datastore
+    this.genesis = genesis
     this.manifests.set(0, genesis)
   }
 

@@ -271,7 +271,13 @@ class Log implements ControlLog {
   private current: RolloutControl = { seq: 0, paused: [], aborted: [], minimumVersion: 0, allow: {} }
   private queue: Promise<unknown> = Promise.resolve()
 
-  constructor (private readonly datastore: Datastore, private readonly system: string) {}
+  private readonly datastore: Datastore
+  private readonly system: string
+
+  constructor (datastore: Datastore, system: string) {
+    this.datastore = datastore
+    this.system = system
+  }
 
   async load (): Promise<void> {
     const stored: SignedControl[] = []

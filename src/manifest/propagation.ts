@@ -180,7 +180,10 @@ class Propagation implements ManifestPropagation {
   private readonly shutdown = new AbortController()
   private started = false
 
-  constructor (private readonly components: PropagationComponents, init: PropagationInit) {
+  private readonly components: PropagationComponents
+
+  constructor (components: PropagationComponents, init: PropagationInit) {
+    this.components = components
     this.topic = announceTopic(init.system)
     this.headProtocol = protocolId(init.system, 'head')
     this.pullProtocol = protocolId(init.system, 'manifests')

@@ -98,8 +98,11 @@ export class AdminTimeoutError extends AdminError {
 export class AdminRemoteError extends AdminError {
   static override readonly name = 'AdminRemoteError'
   override readonly name = 'AdminRemoteError'
-  constructor (message: string, readonly remoteName: string) {
+  readonly remoteName: string
+
+  constructor (message: string, remoteName: string) {
     super(message)
+    this.remoteName = remoteName
   }
 }
 
@@ -340,7 +343,10 @@ class AdminSocketServer implements AdminServer {
   private readonly maxWaitMs: number
   private readonly token: Buffer
 
-  constructor (private readonly node: MoltNode, options: AdminServerOptions, token: string) {
+  private readonly node: MoltNode
+
+  constructor (node: MoltNode, options: AdminServerOptions, token: string) {
+    this.node = node
     this.socketPath = adminSocketPath(options.dataDir)
     this.tokenPath = adminTokenPath(options.dataDir)
     this.maxRequestBytes = options.maxRequestBytes ?? 262_144

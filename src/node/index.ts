@@ -232,17 +232,34 @@ export interface MoltNode extends TypedEventEmitter<MoltNodeEvents> {
 }
 
 class Node extends TypedEventEmitter<MoltNodeEvents> implements MoltNode {
+  readonly libp2p: MoltLibp2p
+  readonly system: string
+  readonly chain: ManifestChain
+  readonly controls: ControlLog
+  readonly bundles: BundleService
+  readonly propagation: ManifestPropagation
+  readonly store: MoltStore
+  private readonly owns: { libp2p: boolean, store: boolean }
+
   constructor (
-    readonly libp2p: MoltLibp2p,
-    readonly system: string,
-    readonly chain: ManifestChain,
-    readonly controls: ControlLog,
-    readonly bundles: BundleService,
-    readonly propagation: ManifestPropagation,
-    readonly store: MoltStore,
-    private readonly owns: { libp2p: boolean, store: boolean }
+    libp2p: MoltLibp2p,
+    system: string,
+    chain: ManifestChain,
+    controls: ControlLog,
+    bundles: BundleService,
+    propagation: ManifestPropagation,
+    store: MoltStore,
+    owns: { libp2p: boolean, store: boolean }
   ) {
     super()
+    this.libp2p = libp2p
+    this.system = system
+    this.chain = chain
+    this.controls = controls
+    this.bundles = bundles
+    this.propagation = propagation
+    this.store = store
+    this.owns = owns
   }
 
   app: AppRuntime | undefined

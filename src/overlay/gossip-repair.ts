@@ -132,7 +132,10 @@ class DefaultGossipRepair implements GossipRepair, Startable {
     if (this.readdedPeers.delete(id)) this.gossipsub?.onPeerDisconnected(e.detail)
   }
 
-  constructor (private readonly components: GossipRepairComponents, init: GossipRepairInit = {}) {
+  private readonly components: GossipRepairComponents
+
+  constructor (components: GossipRepairComponents, init: GossipRepairInit = {}) {
+    this.components = components
     this.log = components.logger.forComponent('molt:overlay:gossip-repair')
     const intervalMs = init.intervalMs ?? 5000
     if (!(typeof intervalMs === 'number' && intervalMs > 0 && Number.isFinite(intervalMs))) {

@@ -114,7 +114,11 @@ class FrameDecoder {
   private readonly buffer = new Uint8ArrayList()
   private skipping = 0
 
-  constructor (private readonly maxBody: number) {}
+  private readonly maxBody: number
+
+  constructor (maxBody: number) {
+    this.maxBody = maxBody
+  }
 
   * push (data: Uint8Array | Uint8ArrayList): Generator<Frame> {
     this.buffer.append(data)
@@ -304,7 +308,15 @@ class Session {
   private nextId = 0
   private readonly controller = new AbortController()
 
-  constructor (readonly stream: Stream, readonly peer: PeerId, readonly decoder: FrameDecoder) {}
+  readonly stream: Stream
+  readonly peer: PeerId
+  readonly decoder: FrameDecoder
+
+  constructor (stream: Stream, peer: PeerId, decoder: FrameDecoder) {
+    this.stream = stream
+    this.peer = peer
+    this.decoder = decoder
+  }
 
   get signal (): AbortSignal {
     return this.controller.signal

@@ -152,7 +152,10 @@ class WorkerSchedule implements BundleSchedule {
   private readonly loadTimeoutMs: number
   private readonly restartMs: number
 
-  constructor (private readonly init: BundleScheduleInit) {
+  private readonly init: BundleScheduleInit
+
+  constructor (init: BundleScheduleInit) {
+    this.init = init
     this.timeoutMs = init.timeoutMs ?? 50
     this.graceMs = init.graceMs ?? 10_000
     this.loadTimeoutMs = init.loadTimeoutMs ?? 30_000

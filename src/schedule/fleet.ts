@@ -219,7 +219,10 @@ class NetworkView implements NetworkFleetView {
   private received = 0
   private trafficSince: number
 
-  constructor (private readonly components: FleetViewComponents, init: FleetViewInit) {
+  private readonly components: FleetViewComponents
+
+  constructor (components: FleetViewComponents, init: FleetViewInit) {
+    this.components = components
     this.system = validateSystemName(init.system)
     // 2.0.0: pulls ride on request sessions (one stream per peer), not a stream per pull
     this.protocol = protocolId(this.system, 'status', '2.0.0')

@@ -111,7 +111,13 @@ class PrefixNamespace extends NamespaceDatastore {
 }
 
 class Store implements MoltStore {
-  constructor (readonly datastore: Datastore, private readonly owned: LevelDatastore | undefined) {}
+  readonly datastore: Datastore
+  private readonly owned: LevelDatastore | undefined
+
+  constructor (datastore: Datastore, owned: LevelDatastore | undefined) {
+    this.datastore = datastore
+    this.owned = owned
+  }
 
   namespace (name: string): Datastore {
     if (!NAMESPACE.test(name)) {

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { describe, it, expect, beforeAll, afterAll, afterEach } from 'vitest'
 import { adminRequest, adminSocketPath, AdminUnauthorizedError, adminTokenPath } from '../../src/node/admin.ts'
-import { eventually } from '../helpers.ts'
+import { eventually, TS_EXEC_ARGV } from '../helpers.ts'
 import { background, molt, tempDir, type Background } from './run.ts'
 
 async function rawRequest (dataDir: string, payload: string | Buffer): Promise<Record<string, unknown>> {
@@ -163,7 +163,7 @@ describe('molt node, status and publish', () => {
     const mainPath = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url))
     const data = p('proc')
     const start = (): { child: ReturnType<typeof spawn>, out: string[], exited: Promise<number | null> } => {
-      const child = spawn(process.execPath, ['--import', 'tsx', mainPath, 'node', '--genesis', p('genesis.json'), '--data', data, '--profile', 'local'], { stdio: ['ignore', 'pipe', 'pipe'] })
+      const child = spawn(process.execPath, [...TS_EXEC_ARGV, mainPath, 'node', '--genesis', p('genesis.json'), '--data', data, '--profile', 'local'], { stdio: ['ignore', 'pipe', 'pipe'] })
       const out: string[] = []
       child.stdout?.on('data', (c: Buffer) => { out.push(...c.toString().split('\n')) })
       child.stderr?.on('data', (c: Buffer) => { out.push(...c.toString().split('\n')) })

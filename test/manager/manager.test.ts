@@ -40,7 +40,13 @@ class TestRuntime implements UpgradeRuntime {
   hangQuiesce = 0
   /** the runtime calls of upgrades, in order */
   order: string[] = []
-  constructor (private readonly store: MoltStore, private readonly behaviour: Map<string, Behaviour>) {}
+  private readonly store: MoltStore
+  private readonly behaviour: Map<string, Behaviour>
+
+  constructor (store: MoltStore, behaviour: Map<string, Behaviour>) {
+    this.store = store
+    this.behaviour = behaviour
+  }
 
   async prepare (bundle: CID): Promise<void> {
     this.order.push('prepare')

@@ -24,6 +24,7 @@ import { createManifest, encodeSignedManifest, genesisManifest, genesisToJSON, s
 import { openStore } from '../../src/state/index.ts'
 import { makeKeys, policyOf } from '../fixtures.ts'
 import { APPS } from './apps.ts'
+import { TS_EXEC_ARGV } from '../helpers.ts'
 
 const NODE_PROCESS = fileURLToPath(new URL('./node-process.ts', import.meta.url))
 const CLOCK = 1_700_000_000_000
@@ -58,7 +59,7 @@ async function runNode (configPath: string, crashAt?: string): Promise<Outcome> 
   const env = { ...process.env }
   delete env.MOLT_CRASH_AT
   if (crashAt != null) env.MOLT_CRASH_AT = crashAt
-  const child = spawn(process.execPath, ['--import', 'tsx', NODE_PROCESS, configPath], { env, stdio: ['pipe', 'pipe', 'pipe'] })
+  const child = spawn(process.execPath, [...TS_EXEC_ARGV, NODE_PROCESS, configPath], { env, stdio: ['pipe', 'pipe', 'pipe'] })
   children.add(child)
   let out = ''
   let stderr = ''

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { describe, it, expect, afterAll } from 'vitest'
+import { TS_EXEC_ARGV } from '../helpers.ts'
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url))
 
@@ -47,7 +48,7 @@ describe.runIf(process.platform === 'linux')('no orphan node processes', () => {
   it('SIGKILL of the launcher mid-run: every node process of its testnet is gone within seconds', async () => {
     root = await mkdtemp(join(tmpdir(), 'molt-orphans-'))
     const data = join(root, 'data')
-    launcher = spawn(process.execPath, ['--import', 'tsx', 'testnet/main.ts', '--nodes', '3', '--clients', '1', '--json', '--data', data, '--report', join(root, 'report')], { cwd: REPO, stdio: 'ignore' })
+    launcher = spawn(process.execPath, [...TS_EXEC_ARGV, 'testnet/main.ts', '--nodes', '3', '--clients', '1', '--json', '--data', data, '--report', join(root, 'report')], { cwd: REPO, stdio: 'ignore' })
     // mid-run: all four member processes run their nodes (each opened its admin socket)
     const sockets = async (): Promise<number> => (await Promise.all(['n00', 'n01', 'n02', 'c0'].map(async m => await readdir(join(data, m)).then(f => f.includes('admin.sock'), () => false)))).filter(Boolean).length
     await until(async () => await sockets() === 4, 'the members are up', 90_000)

@@ -14,13 +14,14 @@ import { fileURLToPath } from 'node:url'
 import { describe, it, expect, afterAll } from 'vitest'
 import { parseXml } from './xml.ts'
 import type { Summary } from '../../testnet/summary.ts'
+import { TS_EXEC_ARGV } from '../helpers.ts'
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url))
 const children = new Set<ChildProcess>()
 
 /** Runs the testnet command; resolves with its exit code and output. */
 async function testnet (args: string[], timeoutMs: number): Promise<{ code: number | null, stdout: string, stderr: string }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'testnet/main.ts', ...args], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawn(process.execPath, [...TS_EXEC_ARGV, 'testnet/main.ts', ...args], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] })
   children.add(child)
   let stdout = ''
   let stderr = ''

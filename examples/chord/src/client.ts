@@ -64,7 +64,12 @@ export class ChordClient {
   private last = 0
   readonly self: string
 
-  constructor (private readonly host: HostApi, private readonly wire: (invoke: Invoke) => ChordApi) {
+  private readonly host: HostApi
+  private readonly wire: (invoke: Invoke) => ChordApi
+
+  constructor (host: HostApi, wire: (invoke: Invoke) => ChordApi) {
+    this.host = host
+    this.wire = wire
     this.self = host.self.peerId
   }
 

@@ -54,11 +54,18 @@ export class Ring {
   /** peers known to be chord nodes (or known not to be, for a while) */
   readonly members = new Map<string, { node: boolean, at: number }>()
 
+  private readonly host: HostApi
+  private readonly remote: (peer: string) => ChordApi
+  private readonly options: RingOptions
+
   constructor (
-    private readonly host: HostApi,
-    private readonly remote: (peer: string) => ChordApi,
-    private readonly options: RingOptions
+    host: HostApi,
+    remote: (peer: string) => ChordApi,
+    options: RingOptions
   ) {
+    this.host = host
+    this.remote = remote
+    this.options = options
     this.self = host.self.peerId
     this.id = ringId(this.self)
   }

@@ -81,7 +81,13 @@ export class RecordStore {
   private readonly map = new Map<string, Entry>()
   private dead = 0
 
-  constructor (private readonly store: AppStore, private readonly codec: RecordCodec) {}
+  private readonly store: AppStore
+  private readonly codec: RecordCodec
+
+  constructor (store: AppStore, codec: RecordCodec) {
+    this.store = store
+    this.codec = codec
+  }
 
   async load (): Promise<void> {
     this.map.clear()

@@ -165,7 +165,13 @@ const TIMEOUTS = new Set(['CallTimeoutError', 'HostTimeoutError', 'TimeoutError'
 export class Suspects {
   private readonly map = new Map<string, { until: number, backoff: number, strikes: number, failures: number }>()
 
-  constructor (private readonly baseMs: number, private readonly maxMs: number) {}
+  private readonly baseMs: number
+  private readonly maxMs: number
+
+  constructor (baseMs: number, maxMs: number) {
+    this.baseMs = baseMs
+    this.maxMs = maxMs
+  }
 
   has (peer: string): boolean {
     const s = this.map.get(peer)
