@@ -15,7 +15,7 @@ import { CID } from 'multiformats/cid'
 import { connectedPeers, protocolId, sendRequest, validateSystemName, InvalidOptionError, type MoltLibp2p } from '../overlay/index.ts'
 import { BundleNotFoundError, BundleServiceStoppedError, BundleTooLargeError, InvalidBundleError } from './errors.ts'
 import { CHUNK_SIZE, decodeFileNode, decodeRoot, encodeFile, encodeRoot, validatePath, type Block, type BundleRoot, type FileEntry, type FileNode } from './format.ts'
-import { decodeReply, decodeRequest, encodeReply, encodeRequest, MAX_REFERRAL_ADDR_BYTES, MAX_REFERRAL_ADDRS, MAX_REFERRALS, MAX_REFERRALS_BYTES, MAX_REQUEST_BYTES, type BlockReply, type Referral } from './protocol.ts'
+import { decodeReply, decodeRequest, encodeReply, encodeRequest, MAX_REFERRAL_ADDR_BYTES, MAX_REFERRAL_ADDRS, MAX_REFERRALS, MAX_REQUEST_BYTES, type BlockReply, type Referral } from './protocol.ts'
 import { BundleStore, type BundleRecord } from './store.ts'
 import { keyOf, Swarm, type Want } from './swarm.ts'
 import type { Counter, PeerId, Stream, Connection } from '@libp2p/interface'
@@ -33,8 +33,8 @@ const MAX_REPLY_BYTES = 4 * 1_048_576
 /** checks for peers to re-provide to while a record reached none (see `reprovideMs`) */
 const REPROVIDE_CHECKS = 7
 
-/** Bound on a reply to a `holds` question (no blocks: a busy flag, referrals, one CID). */
-const HOLDS_REPLY_BYTES = 1024 + MAX_REFERRALS_BYTES
+/** Bound on a reply to a `holds` question: no blocks and no referrals (it wants none), a busy flag and one CID. */
+const HOLDS_REPLY_BYTES = 1024
 
 /**
  * Every regular file under `dir`, by `/`-separated relative path: what `pack` packs. Symlinks and
