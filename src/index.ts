@@ -14,7 +14,7 @@ export {
   MessageTooLargeError,
   UnavailableError
 } from './overlay/index.ts'
-export type { GossipRepair, GossipRepairStats, MoltLibp2p, MoltServices, MoltServicesOptions, OverlayOptions, OverlayProfile } from './overlay/index.ts'
+export type { GossipRepair, GossipRepairStats, MoltLibp2p, MoltServices, MoltServicesOptions, OverlayEncryption, OverlayOptions, OverlayProfile } from './overlay/index.ts'
 export { openStore, STORE_FORMAT, StoreFormatError, StoreOpenError } from './state/index.ts'
 export type { MoltStore, StoreOptions } from './state/index.ts'
 export {

@@ -381,7 +381,7 @@ export class LocalMember extends MemberHandle {
     const store = await openStore({ datastore: this.shared.namespace(`members/${this.name}`) })
     let started: Member
     try {
-      started = await (await startMemberOf(this.entry))(this.config, member, { store, measureMemory: false })
+      started = await (await startMemberOf(this.entry))(this.config, member, { store, measureMemory: false, encryption: 'plaintext' })
     } catch (err) {
       throw new MemberFailedError(`${this.name} failed to start: ${(err as Error).name}: ${(err as Error).message}`, { cause: err })
     }

@@ -13,7 +13,7 @@ import { join } from 'node:path'
 import { logger } from '@libp2p/logger'
 import { multiaddr } from '@multiformats/multiaddr'
 import { fromString } from 'uint8arrays/from-string'
-import { createMoltNode, createOverlay, decodeSignedManifest, genesisFromJSON, openStore, startAdminServer, type AdminServer, type MoltNode, type MoltStore } from '../src/index.ts'
+import { createMoltNode, createOverlay, decodeSignedManifest, genesisFromJSON, openStore, startAdminServer, type AdminServer, type MoltNode, type MoltStore, type OverlayEncryption, type OverlayOptions } from '../src/index.ts'
 import { loadIdentity } from '../src/node/identity.ts'
 import { createPartitionGater } from './gater.ts'
 import { wireError, type FromMember, type MemberChannel, type MemberConfig, type MemberEvent, type MemberRequest, type MemberStatus, type RequestMap } from './ipc.ts'
@@ -27,6 +27,8 @@ export interface MemberResources {
   store?: MoltStore
   /** whether to measure this process's memory (not in-process: it is the launcher's) */
   measureMemory?: boolean
+  /** how its connections are secured (in-process: plaintext, see {@link OverlayOptions.encryption}) */
+  encryption?: OverlayEncryption
 }
 
 /** A running member. */
@@ -94,7 +96,7 @@ export async function startMember (config: MemberConfig, channel: MemberChannel,
   // the member's own libp2p, so that its peer book lives in memory (createOverlay's default)
   // rather than in a namespace of the store, as createMoltNode's own libp2p would keep it: the
   // peer book changes with every connection, and a restarted member relearns its peers anyway
-  const libp2p = await createOverlay({ system: genesis.system, profile: 'local', listen: config.listen, privateKey, connectionGater: gater.gater })
+  const libp2p = await createOverlay({ system: genesis.system, profile: 'local', listen: config.listen, privateKey, connectionGater: gater.gater, ...(resources.encryption != null ? { encryption: resources.encryption } : {}) })
   let node: MoltNode
   try {
     node = await createMoltNode({
