@@ -177,11 +177,12 @@ export interface BundleServiceInit {
   keepRecent?: number
 
   /**
-   * A node that fetched (part of) a bundle announces itself as a provider after a random delay
-   * of up to this long, so that a fleet fetching one bundle at once does not walk the DHT at
-   * once: a walk costs every node it touches, and fetchers connected to a holder find it by
-   * asking anyway. Provider records serve peers connected to no holder (late joiners, nodes
-   * catching up), which the first minute after a release does not hurry. Packing announces at once.
+   * A node that fetched (part of) a bundle, or that holds bundles when it starts, announces
+   * itself as a provider after a random delay of up to this long, so that a fleet fetching one
+   * bundle at once, or restarting at once, does not walk the DHT at once: a walk costs every
+   * node it touches, and fetchers connected to a holder find it by asking anyway. Provider
+   * records serve peers connected to no holder (late joiners, nodes catching up), which the
+   * first minute after a release or a restart does not hurry. Packing announces at once.
    *
    * @default 60000
    */
@@ -504,8 +505,11 @@ class DefaultBundleService implements BundleService {
       runOnLimitedConnection: false
     })
     this.running = true
+    // spread, not sampled: this node may be a bundle's only holder. At once, a fleet restarting
+    // together (a host reboot, a crash loop) would walk the DHT once per node per bundle in the
+    // same second, each walk stalling the nodes it touches
     for await (const [cid] of this.store.bundles()) {
-      this.announce(cid)
+      this.announce(cid, { spreadMs: this.options.announceSpreadMs })
     }
   }
 

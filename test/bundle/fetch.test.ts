@@ -137,6 +137,35 @@ describe('bundle fetch', () => {
     expect(provides).toBe(1)
   })
 
+  it('a node that starts holding a bundle announces it after a random delay, not at once', async () => {
+    const publisher = await make()
+    const packed = await publisher.bundles.packFiles(randomFiles(2, 40_000))
+    const datastore = new MemoryDatastore()
+    const first = await bundleNode({}, datastore)
+    await connect(first, publisher)
+    await first.bundles.fetch(packed.cid, { declaredSize: packed.size })
+    await first.stop()
+    // the same store, started again: every provide it makes is counted on its real DHT service
+    const libp2p = await overlay()
+    peers.push(libp2p)
+    const dht = libp2p.services.moltDht
+    const provide = dht.provide.bind(dht)
+    const provided: string[] = []
+    dht.provide = (cid, ...rest) => { provided.push(cid.toString()); return provide(cid, ...rest) }
+    const restarted = createBundleService({ libp2p, datastore }, { system: SYSTEM, announceSpreadMs: 2000, random: () => 0.5 })
+    await restarted.start()
+    try {
+      // at once, its provide would have been called within start's own microtasks
+      await new Promise(resolve => setImmediate(resolve))
+      expect(provided).toEqual([])
+      // but it is a holder (maybe the only one): it does announce, after its delay
+      await eventually(() => provided.length > 0, 'the restarted node provides the bundle')
+      expect(provided).toEqual([packed.cid.toString()])
+    } finally {
+      await restarted.stop()
+    }
+  })
+
   it('a fetcher with more connected peers than `announcers` leaves the announcement to them by chance: announcers / connections', async () => {
     const publisher = await make()
     const packed = await publisher.bundles.packFiles(randomFiles(2, 40_000))
