@@ -202,9 +202,12 @@ export async function createNode (host: HostApi, spec: NodeSpec, methods: (api: 
     async put (rec: Rec): Promise<Stored> {
       if (rec.v === null && !spec.tombstones) throw refused(`Chord v${spec.chord} has no deletion`)
       if (!ring.owns(ringId(rec.key))) throw notResponsible(rec.key)
-      // durable here first: the acknowledgement never runs ahead of the primary's copy
-      await records.merge(rec)
-      const copies = 1 + await replicateOut([rec])
+      // The primary's durable write and the copies go out together (a put costs the slower of
+      // the two, not their sum); the acknowledgement waits for both, so it never runs ahead of
+      // the primary's copy. A copy of a write the primary then fails to store is harmless: the
+      // client retries, and every merge keeps the newest stamp.
+      const [, replicas] = await Promise.all([records.merge(rec), replicateOut([rec])])
+      const copies = 1 + replicas
       const cur = records.get(rec.key) ?? rec
       return { t: cur.t, w: cur.w, copies }
     },
