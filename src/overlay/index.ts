@@ -217,9 +217,9 @@ export interface OverlayOptions extends MoltServicesOptions {
    * `plaintext` (libp2p's plaintext exchange: each side's public key is checked against its peer
    * id, nothing is encrypted) is for simulations that run many nodes in one process over the
    * memory transport, where there is no wire to protect and noise (ChaCha20-Poly1305 and its
-   * framing) was 22–23 % of the one event loop's CPU. It is refused unless the profile is `local` and every
-   * listen address is a `/memory` address, and such a node has the memory transport only, so
-   * it can neither listen nor dial over TCP.
+   * framing) was 22–23 % of the one event loop's CPU. It is refused unless the profile is
+   * `local` and every listen address is a `/memory` address, and such a node has the memory
+   * transport only, so it can neither listen nor dial over TCP.
    *
    * @default 'noise'
    */
