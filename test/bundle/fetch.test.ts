@@ -152,7 +152,8 @@ describe('bundle fetch', () => {
     const provide = dht.provide.bind(dht)
     const provided: string[] = []
     dht.provide = (cid, ...rest) => { provided.push(cid.toString()); return provide(cid, ...rest) }
-    const restarted = createBundleService({ libp2p, datastore }, { system: SYSTEM, announceSpreadMs: 2000, random: () => 0.5 })
+    // a delay of 4 s: long beside one turn of the event loop even on a loaded machine
+    const restarted = createBundleService({ libp2p, datastore }, { system: SYSTEM, announceSpreadMs: 8000, random: () => 0.5 })
     await restarted.start()
     try {
       // at once, its provide would have been called within start's own microtasks
