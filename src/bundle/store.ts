@@ -57,7 +57,10 @@ export class BundleStore {
   private remember (key: string, bytes: Uint8Array): void {
     if (bytes.byteLength > this.cacheBytes) return
     this.forget(key)
-    this.cache.set(key, bytes)
+    // a view into a larger buffer (a block decoded out of a reply of several, a pooled read)
+    // would keep all of that buffer alive beyond the bound: keep a copy of its own
+    const own = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? bytes : bytes.slice()
+    this.cache.set(key, own)
     this.cachedBytes += bytes.byteLength
     for (const [oldest, b] of this.cache) {
       if (this.cachedBytes <= this.cacheBytes) break
@@ -93,8 +96,7 @@ export class BundleStore {
     const cached = this.cache.get(k)
     if (cached != null) {
       // most recently used: to the end
-      this.cache.delete(k)
-      this.cache.set(k, cached)
+      this.remember(k, cached)
       return cached
     }
     try {

@@ -60,6 +60,17 @@ describe('bundle block cache', () => {
     expect(datastore.gets).toBe(before + 1)
   })
 
+  it('keeps a copy of a block that is a view into a larger buffer, not the whole buffer', async () => {
+    const store = new BundleStore(new CountingDatastore(), 3000)
+    const a = await block(100)
+    const reply = new Uint8Array(1_000_000)
+    reply.set(a.bytes, 500)
+    await store.putBlocks([{ cid: a.cid, bytes: reply.subarray(500, 600) }])
+    const cached = await store.getBlock(a.cid)
+    expect(cached).toEqual(a.bytes)
+    expect(cached?.buffer.byteLength).toBe(100)
+  })
+
   it('without a cache every read goes to the datastore', async () => {
     const datastore = new CountingDatastore()
     const store = new BundleStore(datastore)
