@@ -681,13 +681,20 @@ class Manager implements UpgradeManager {
         } catch (err) {
           if (signal.aborted) throw err
           // never forced half-way: the old version takes traffic again, and the upgrade waits
-          this.quiescing = false
-          this.emitServing()
           const error = new QuiesceTimeoutError(`version ${this.current.version} did not quiesce within ${this.options.quiesceMs} ms: ${(err as Error).message}`)
           this.addHistory({ event: 'postponed', from: this.current.version, to: attempt.target, reason: error.name, detail: error.message })
           await this.enter(attempt, 'waiting')
           this.events.safeDispatchEvent('upgrade:postponed', { detail: { version: attempt.target, error } })
-          await runtime.run(this.runSpec(this.record.lineage), signal)
+          // Calls are refused (Upgrading: nothing applied, safe to ask again) until the old
+          // version runs in a fresh worker, as reverseNow does: one admitted into the quiesced
+          // worker while it is replaced ended as a crash of unknown outcome ("replaced by
+          // version 0", seen by the hung-quiesce test twice on 2026-12-06)
+          try {
+            await runtime.run(this.runSpec(this.record.lineage), signal)
+          } finally {
+            this.quiescing = false
+            this.emitServing()
+          }
           await sleep(this.options.retryMs, signal)
           return
         }
