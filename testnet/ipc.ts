@@ -37,6 +37,8 @@ export interface MemberConfig {
   statusMs: number
   /** the fleet view's timing */
   fleet: { announceMs: number, evalEveryMs: number }
+  /** how many of its connected peers a node that fetched a bundle expects to announce it in the DHT */
+  announcers: number
   /** the upgrade manager's retry period, ms */
   retryMs: number
   /** what its fleet view counts, once the launcher assigned it (kept across restarts) */

@@ -115,6 +115,7 @@ export async function startMember (config: MemberConfig, channel: MemberChannel,
       // half the bundle discovery traffic, when every node would otherwise fetch the client's too;
       // the publisher packs and serves every bundle
       fetchBundles: false,
+      bundles: { announcers: config.announcers },
       app: {
         class: config.class,
         // generous deadlines: a testnet of 19 processes on two cores is slow at times, and a
